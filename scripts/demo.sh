@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Quick start: run the pulsehub hub with its dashboard and live demo data.
+# Ensures PostgreSQL answers (installing/starting it if needed), builds the
+# release binary, starts `pulsehub serve --demo` (extra arguments are passed
+# to `serve`), waits for /ready, then feeds it with `pulsehub simulate`.
+# Ctrl-C stops everything.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/services.sh postgres
+
+# serve's own default is this URL; follow PGHOST/PGPORT when they are set.
+if [[ -z ${DATABASE_URL:-} ]]; then
+    export DATABASE_URL="postgres://postgres@${PGHOST:-127.0.0.1}:${PGPORT:-5432}/pulsehub"
+fi
+
+cargo build --release
+
+# Where serve listens: PULSEHUB_BIND, or --bind among the extra arguments.
+bind=${PULSEHUB_BIND:-127.0.0.1:8080}
+args=("$@")
+for ((i = 0; i < ${#args[@]}; i++)); do
+    case ${args[i]} in
+        --bind=*) bind=${args[i]#--bind=} ;;
+        --bind) bind=${args[i + 1]:-$bind} ;;
+    esac
+done
+port=${bind##*:}
+host=${bind%:*}
+case $host in
+    0.0.0.0|'['*|'') host=127.0.0.1 ;;   # wildcard/IPv6 binds: use loopback
+esac
+base_url="http://$host:$port"
+
+serve_pid=''
+sim_pid=''
+# shellcheck disable=SC2317 # invoked from the traps below
+stop_all() {
+    trap - INT TERM EXIT
+    local pid
+    for pid in $sim_pid $serve_pid; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in $sim_pid $serve_pid; do
+        wait "$pid" 2>/dev/null || true
+    done
+}
+trap 'stop_all; exit 130' INT
+trap 'stop_all; exit 143' TERM
+trap 'stop_all' EXIT
+
+target/release/pulsehub serve --demo "$@" &
+serve_pid=$!
+
+# GET /ready -> HTTP status code ("000" when nothing answers).
+ready_status() {
+    if command -v curl >/dev/null 2>&1; then
+        curl -s -o /dev/null -m 2 -w '%{http_code}' "$base_url/ready" || true
+    else
+        # shellcheck disable=SC2016 # expanded by the inner bash
+        timeout 3 bash -c '
+            exec 3<>"/dev/tcp/$1/$2" || exit 1
+            printf "GET /ready HTTP/1.0\r\nHost: %s\r\nConnection: close\r\n\r\n" "$1" >&3
+            IFS=" " read -r _ code _ <&3 && printf "%s" "$code"' _ "$host" "$port" 2>/dev/null || true
+    fi
+}
+
+echo "waiting for $base_url/ready ..."
+for ((i = 0; i < 120; i++)); do
+    if ! kill -0 "$serve_pid" 2>/dev/null; then
+        wait "$serve_pid" || true
+        echo "demo.sh: pulsehub serve exited before becoming ready" >&2
+        exit 1
+    fi
+    [[ $(ready_status) == 200 ]] && break
+    sleep 0.5
+done
+if [[ $(ready_status) != 200 ]]; then
+    echo "demo.sh: $base_url/ready did not return 200 within 60s" >&2
+    exit 1
+fi
+
+target/release/pulsehub simulate --scopes demo &
+sim_pid=$!
+
+echo
+echo "pulsehub is running: open $base_url/ in a browser (demo data is flowing)."
+echo "Press Ctrl-C to stop the hub and the simulator."
+echo
+
+# Run until the hub exits (or Ctrl-C); the EXIT trap stops the simulator.
+status=0
+wait "$serve_pid" || status=$?
+serve_pid=''
+exit "$status"

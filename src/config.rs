@@ -1,0 +1,240 @@
+//! Configuration: one `Config`, read from command-line flags and environment
+//! variables (flags win). Every variable the hub reads is declared here and
+//! nowhere else; the README's configuration table mirrors this file.
+//!
+//! Durations are plain fields (`*_ms`, `*_secs`) so tests can shorten them.
+
+use clap::{Args, ValueEnum};
+use std::time::Duration;
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable, coloured when on a terminal.
+    Pretty,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Secrets used when the hub runs in demo mode and none were given.
+pub const DEMO_JWT_SECRET: &str = "pulsehub-demo-secret-change-me";
+/// See [`DEMO_JWT_SECRET`].
+pub const DEMO_INGEST_KEY: &str = "pulsehub-demo-ingest-key";
+
+/// Everything `pulsehub serve` needs.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address and port to listen on.
+    #[arg(long, env = "PULSEHUB_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: String,
+
+    /// HTTP worker threads (0: one per CPU core).
+    #[arg(long, env = "PULSEHUB_WORKERS", default_value_t = 0)]
+    pub workers: usize,
+
+    /// PostgreSQL URL. The database is created if it does not exist.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/pulsehub"
+    )]
+    pub database_url: String,
+
+    /// Database connection pool size.
+    #[arg(long, env = "PULSEHUB_DB_POOL", default_value_t = 16)]
+    pub db_pool: usize,
+
+    /// Redis URL for fan-out across replicas. Unset: single node, in-memory broker.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// HS256 secret that signs browser tokens (JWT).
+    #[arg(long, env = "PULSEHUB_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// Key that services present as `Authorization: Bearer <key>` to ingest.
+    #[arg(long, env = "PULSEHUB_INGEST_KEY", hide_env_values = true)]
+    pub ingest_key: Option<String>,
+
+    /// Demo mode: demo secrets when none are given, and a `demo` scope.
+    #[arg(long, env = "PULSEHUB_DEMO", default_value_t = false)]
+    pub demo: bool,
+
+    /// This replica's name, shown in `welcome` (default: host name and pid).
+    #[arg(long, env = "PULSEHUB_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+
+    /// Seconds between server pings; a connection silent for three intervals is closed.
+    #[arg(long, env = "PULSEHUB_HEARTBEAT_SECS", default_value_t = 20)]
+    pub heartbeat_secs: u64,
+
+    /// Seconds without `activity` after which a present user becomes `idle`.
+    #[arg(long, env = "PULSEHUB_IDLE_SECS", default_value_t = 300)]
+    pub idle_secs: u64,
+
+    /// Grace before a user's last session leaving is announced as `leave`.
+    #[arg(long, env = "PULSEHUB_PRESENCE_GRACE_MS", default_value_t = 2000)]
+    pub presence_grace_ms: u64,
+
+    /// Stats of a scope are recomputed at most once per window (trailing edge).
+    #[arg(long, env = "PULSEHUB_STATS_DEBOUNCE_MS", default_value_t = 250)]
+    pub stats_debounce_ms: u64,
+
+    /// A steadily changing scope still gets a snapshot at least this often.
+    #[arg(long, env = "PULSEHUB_STATS_MAX_WAIT_MS", default_value_t = 1000)]
+    pub stats_max_wait_ms: u64,
+
+    /// How often watched scopes are recomputed so time windows slide.
+    #[arg(long, env = "PULSEHUB_STATS_TICK_MS", default_value_t = 5000)]
+    pub stats_tick_ms: u64,
+
+    /// `active_subjects` counts subjects with an event in this many seconds.
+    #[arg(long, env = "PULSEHUB_ACTIVE_WINDOW_SECS", default_value_t = 900)]
+    pub active_window_secs: u64,
+
+    /// Feed and notification history older than this many hours is pruned.
+    #[arg(long, env = "PULSEHUB_RETENTION_HOURS", default_value_t = 168)]
+    pub retention_hours: u64,
+
+    /// Items sent on subscribing to a recoverable channel without `since`.
+    #[arg(long, env = "PULSEHUB_RECENT_ITEMS", default_value_t = 20)]
+    pub recent_items: i64,
+
+    /// Largest inbound WebSocket frame, bytes (larger: `too_large` error;
+    /// over 16 times this: close 1009).
+    #[arg(long, env = "PULSEHUB_MAX_FRAME_BYTES", default_value_t = 64 * 1024)]
+    pub max_frame_bytes: usize,
+
+    /// Sustained commands per second per connection.
+    #[arg(long, env = "PULSEHUB_COMMAND_RATE", default_value_t = 20)]
+    pub command_rate: u32,
+
+    /// Command burst per connection.
+    #[arg(long, env = "PULSEHUB_COMMAND_BURST", default_value_t = 50)]
+    pub command_burst: u32,
+
+    /// Rate-limited commands tolerated per minute before closing with 1008.
+    #[arg(long, env = "PULSEHUB_ABUSE_LIMIT", default_value_t = 100)]
+    pub abuse_limit: u32,
+
+    /// Subscriptions per connection.
+    #[arg(long, env = "PULSEHUB_MAX_SUBSCRIPTIONS", default_value_t = 128)]
+    pub max_subscriptions: usize,
+
+    /// Unsent frames after which a connection is a slow consumer (closed, 1008).
+    #[arg(long, env = "PULSEHUB_OUTBOX_FRAMES", default_value_t = 1000)]
+    pub outbox_frames: usize,
+
+    /// Unsent bytes after which a connection is a slow consumer (closed, 1008).
+    #[arg(long, env = "PULSEHUB_OUTBOX_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub outbox_bytes: usize,
+
+    /// Events waiting to be committed before ingest answers 503.
+    #[arg(long, env = "PULSEHUB_INGEST_QUEUE", default_value_t = 100_000)]
+    pub ingest_queue: usize,
+
+    /// Most events committed in one transaction.
+    #[arg(long, env = "PULSEHUB_BATCH_MAX", default_value_t = 5000)]
+    pub batch_max: usize,
+
+    /// Browser origins allowed to open `/ws` and call the API (comma-separated).
+    /// Empty: any origin.
+    #[arg(long, env = "PULSEHUB_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Log format.
+    #[arg(long, env = "PULSEHUB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
+
+    /// Seconds a graceful stop waits for connections to close.
+    #[arg(long, env = "PULSEHUB_SHUTDOWN_SECS", default_value_t = 10)]
+    pub shutdown_secs: u64,
+}
+
+impl Config {
+    /// The JWT secret in force: the configured one, or the demo one in demo mode.
+    pub fn jwt_secret(&self) -> Option<&str> {
+        non_empty(&self.jwt_secret).or(self.demo.then_some(DEMO_JWT_SECRET))
+    }
+
+    /// The ingest key in force: the configured one, or the demo one in demo mode.
+    pub fn ingest_key(&self) -> Option<&str> {
+        non_empty(&self.ingest_key).or(self.demo.then_some(DEMO_INGEST_KEY))
+    }
+
+    /// Checks what cannot be expressed as clap defaults.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.jwt_secret().is_none() {
+            return Err("PULSEHUB_JWT_SECRET is required (or run with --demo)".into());
+        }
+        if self.ingest_key().is_none() {
+            return Err("PULSEHUB_INGEST_KEY is required (or run with --demo)".into());
+        }
+        if self.heartbeat_secs == 0 || self.command_rate == 0 || self.command_burst == 0 {
+            return Err("heartbeat, command rate and burst must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// This replica's name.
+    pub fn instance(&self) -> String {
+        self.instance_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "hub".into());
+            format!("{host}-{}", std::process::id())
+        })
+    }
+
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_secs(self.heartbeat_secs)
+    }
+    pub fn idle(&self) -> Duration {
+        Duration::from_secs(self.idle_secs)
+    }
+    pub fn presence_grace(&self) -> Duration {
+        Duration::from_millis(self.presence_grace_ms)
+    }
+    pub fn stats_debounce(&self) -> Duration {
+        Duration::from_millis(self.stats_debounce_ms)
+    }
+    pub fn stats_max_wait(&self) -> Duration {
+        Duration::from_millis(self.stats_max_wait_ms)
+    }
+    pub fn stats_tick(&self) -> Duration {
+        Duration::from_millis(self.stats_tick_ms)
+    }
+}
+
+fn non_empty(s: &Option<String>) -> Option<&str> {
+    s.as_deref().filter(|s| !s.trim().is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    #[test]
+    fn defaults_follow_the_protocol() {
+        let c = Wrap::parse_from(["x", "--demo"]).config;
+        assert_eq!(c.max_frame_bytes, 65536);
+        assert_eq!((c.command_rate, c.command_burst), (20, 50));
+        assert_eq!(c.max_subscriptions, 128);
+        assert_eq!((c.outbox_frames, c.outbox_bytes), (1000, 4 << 20));
+        assert_eq!(c.jwt_secret(), Some(DEMO_JWT_SECRET));
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn secrets_are_required_outside_demo_mode() {
+        let c = Wrap::parse_from(["x", "--jwt-secret", "", "--ingest-key", "k"]).config;
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,102 @@
+//! PostgreSQL: the pool, creating the database, and the embedded migrations.
+//!
+//! Migrations are compiled into the binary and run through diesel-async's
+//! `AsyncConnectionWrapper` on a blocking thread (no libpq), under an advisory
+//! lock so replicas starting together do not race.
+
+pub mod queries;
+pub mod schema;
+
+use anyhow::Context;
+use diesel::QueryableByName;
+use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+use diesel_async::pooled_connection::deadpool::Pool as DeadPool;
+use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+pub type Pool = DeadPool<AsyncPgConnection>;
+
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+/// Arbitrary key of the advisory lock held while migrating.
+const MIGRATION_LOCK: i64 = 0x7075_6c73_6568;
+
+/// Builds the connection pool (connections are opened lazily).
+pub fn pool(url: &str, size: usize) -> anyhow::Result<Pool> {
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
+    DeadPool::builder(manager)
+        .max_size(size)
+        .build()
+        .context("building the database pool")
+}
+
+/// Creates the database named in `url` if it does not exist, connecting to
+/// the server's `postgres` database to do so.
+pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
+    let parsed = url::Url::parse(url).context("DATABASE_URL is not a URL")?;
+    let name = parsed.path().trim_start_matches('/').to_string();
+    anyhow::ensure!(!name.is_empty(), "DATABASE_URL names no database");
+    let mut admin = parsed.clone();
+    admin.set_path("/postgres");
+    let mut conn = AsyncPgConnection::establish(admin.as_str())
+        .await
+        .with_context(|| format!("connecting to PostgreSQL at {}", redact(&admin)))?;
+
+    #[derive(QueryableByName)]
+    struct Found {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        found: bool,
+    }
+    let found: Found =
+        diesel::sql_query("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS found")
+            .bind::<diesel::sql_types::Text, _>(&name)
+            .get_result(&mut conn)
+            .await?;
+    if !found.found {
+        let create = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
+        if let Err(e) = conn.batch_execute(&create).await {
+            // Another replica may have created it in the meantime.
+            anyhow::ensure!(e.to_string().contains("already exists"), e);
+        }
+        tracing::info!(database = %name, "created database");
+    }
+    Ok(())
+}
+
+/// Applies pending migrations; returns how many ran.
+pub async fn migrate(url: &str) -> anyhow::Result<usize> {
+    let url = url.to_string();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<usize> {
+        use diesel::connection::{Connection, SimpleConnection};
+        let mut conn =
+            <AsyncConnectionWrapper<AsyncPgConnection> as Connection>::establish(&url)?;
+        SimpleConnection::batch_execute(&mut conn, &format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))?;
+        let ran = conn
+            .run_pending_migrations(MIGRATIONS)
+            .map(|v| v.len())
+            .map_err(|e| anyhow::anyhow!("running migrations: {e}"));
+        SimpleConnection::batch_execute(&mut conn, &format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))?;
+        ran
+    })
+    .await?
+}
+
+/// Creates the database if needed and migrates it.
+pub async fn prepare(url: &str) -> anyhow::Result<()> {
+    ensure_database(url).await?;
+    let ran = migrate(url).await?;
+    if ran > 0 {
+        tracing::info!(migrations = ran, "database migrated");
+    }
+    Ok(())
+}
+
+/// The URL without its password, for messages.
+fn redact(url: &url::Url) -> String {
+    let mut u = url.clone();
+    if u.password().is_some() {
+        let _ = u.set_password(Some("***"));
+    }
+    u.to_string()
+}

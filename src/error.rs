@@ -1,0 +1,138 @@
+//! One error type for the whole hub. Its `code` strings are the stable,
+//! snake_case error codes of PROTOCOL.md, shared by WebSocket `error` frames
+//! and HTTP error bodies `{"error":{"code","message","details"}}`.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+/// A problem with one item of a request (e.g. one event of a batch).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Detail {
+    /// Index of the item in the request's array (0 for a single object).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+    /// The field at fault, as a dotted path (`subject.id`).
+    pub field: String,
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{message}")]
+    Invalid {
+        message: String,
+        details: Vec<Detail>,
+    },
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    RateLimited(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("{0}")]
+    LimitReached(String),
+    /// The hub cannot take more work right now (queue full, stopping).
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl HubError {
+    /// The protocol's error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            HubError::BadRequest(_) | HubError::Invalid { .. } => "bad_request",
+            HubError::Unauthorized(_) => "unauthorized",
+            HubError::Forbidden(_) => "forbidden",
+            HubError::NotFound(_) => "not_found",
+            HubError::RateLimited(_) => "rate_limited",
+            HubError::TooLarge(_) => "too_large",
+            HubError::LimitReached(_) => "limit_reached",
+            HubError::Unavailable(_) => "unavailable",
+            HubError::Internal(_) => "internal",
+        }
+    }
+
+    pub fn details(&self) -> &[Detail] {
+        match self {
+            HubError::Invalid { details, .. } => details,
+            _ => &[],
+        }
+    }
+
+    /// Logs the cause and returns an error that tells the client nothing internal.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(%cause, "internal error");
+        HubError::Internal("internal error".into())
+    }
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Inner<'a>,
+}
+
+#[derive(Serialize)]
+struct Inner<'a> {
+    code: &'a str,
+    message: String,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    details: &'a [Detail],
+}
+
+impl ResponseError for HubError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            HubError::BadRequest(_) | HubError::Invalid { .. } => StatusCode::BAD_REQUEST,
+            HubError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            HubError::Forbidden(_) => StatusCode::FORBIDDEN,
+            HubError::NotFound(_) => StatusCode::NOT_FOUND,
+            HubError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            HubError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            HubError::LimitReached(_) => StatusCode::CONFLICT,
+            HubError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            HubError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut res = HttpResponse::build(self.status_code());
+        if let HubError::Unavailable(_) = self {
+            res.insert_header(("Retry-After", "1"));
+        }
+        res.json(Body {
+            error: Inner {
+                code: self.code(),
+                message: self.to_string(),
+                details: self.details(),
+            },
+        })
+    }
+}
+
+impl From<diesel::result::Error> for HubError {
+    fn from(e: diesel::result::Error) -> Self {
+        HubError::internal(e)
+    }
+}
+
+impl From<diesel_async::pooled_connection::deadpool::PoolError> for HubError {
+    fn from(e: diesel_async::pooled_connection::deadpool::PoolError) -> Self {
+        tracing::error!(cause = %e, "database pool");
+        HubError::Unavailable("database unavailable".into())
+    }
+}
+
+impl From<actix::MailboxError> for HubError {
+    fn from(e: actix::MailboxError) -> Self {
+        HubError::internal(e)
+    }
+}

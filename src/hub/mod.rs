@@ -1,0 +1,305 @@
+//! The local subscription registry: channel → sessions on this replica, and
+//! delivery of pre-encoded frames to them.
+//!
+//! Contract:
+//! - A frame is encoded once by its producer; the hub hands the same bytes
+//!   (`Arc`) to every subscriber with `try_send`, never `do_send`.
+//! - A session whose unsent output would pass the configured frames/bytes
+//!   limit, or whose mailbox is full, is a slow consumer: it is dropped from
+//!   the registry at once (nobody waits for it), told to close with 1008, and
+//!   its socket is shut down shortly after in case it is frozen.
+//! - The first local subscriber of a channel and the last one leaving are
+//!   reported to the broker (interest) and, for `stats:` channels, to the
+//!   stats aggregator (which scopes to keep fresh).
+
+pub mod outbox;
+
+use crate::broker::Broker;
+use actix::prelude::*;
+use bytestring::ByteString;
+use outbox::{Outbox, Socket};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A session's id, `s_…`.
+pub type SessionId = Arc<str>;
+
+/// One encoded frame and its position in its channel: the offset on a
+/// recoverable channel, the version of a stats snapshot, the sequence number
+/// of a presence diff. Sessions use it to drop duplicates and find gaps.
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    pub seq: i64,
+    pub text: ByteString,
+}
+
+/// Frames of one channel, shared by every recipient.
+pub type Frames = Arc<[Outbound]>;
+
+/// Frames for a session (hub → session).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Deliver {
+    pub channel: Arc<str>,
+    pub frames: Frames,
+}
+
+/// Ask a session to close (hub → session).
+#[derive(Message, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct Close {
+    pub code: u16,
+    pub reason: &'static str,
+}
+
+/// A stats channel gained its first or lost its last local subscriber.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Watch {
+    pub scope: String,
+    pub on: bool,
+}
+
+/// What the hub keeps of a connected session.
+pub struct Peer {
+    pub deliver: Recipient<Deliver>,
+    pub close: Recipient<Close>,
+    pub outbox: Arc<Outbox>,
+    pub socket: Arc<Socket>,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Connect {
+    pub session: SessionId,
+    pub peer: Peer,
+}
+
+/// Registers a subscription; the reply means later publishes reach it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Subscribe {
+    pub session: SessionId,
+    pub channel: Arc<str>,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Unsubscribe {
+    pub session: SessionId,
+    pub channel: Arc<str>,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Disconnect {
+    pub session: SessionId,
+}
+
+/// Frames from the broker for local subscribers.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Publish {
+    pub channel: Arc<str>,
+    pub frames: Frames,
+}
+
+/// Closes every session with 1001 (server shutting down); replies how many.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct Shutdown;
+
+/// Counts for `/metrics` and tests.
+#[derive(Message)]
+#[rtype(result = "HubCounts")]
+pub struct Counts;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HubCounts {
+    pub sessions: usize,
+    pub subscriptions: usize,
+    pub slow_consumers: u64,
+}
+
+/// How long a slow consumer has to close by itself before its socket is shut.
+const KILL_DELAY: Duration = Duration::from_secs(1);
+
+struct Entry {
+    peer: Peer,
+    channels: HashSet<Arc<str>>,
+}
+
+pub struct Hub {
+    sessions: HashMap<SessionId, Entry>,
+    channels: HashMap<Arc<str>, HashSet<SessionId>>,
+    broker: Arc<dyn Broker>,
+    watcher: Recipient<Watch>,
+    slow_consumers: u64,
+}
+
+impl Hub {
+    pub fn new(broker: Arc<dyn Broker>, watcher: Recipient<Watch>) -> Self {
+        Hub {
+            sessions: HashMap::new(),
+            channels: HashMap::new(),
+            broker,
+            watcher,
+            slow_consumers: 0,
+        }
+    }
+
+    fn interest(&self, channel: &str, on: bool) {
+        self.broker.interest(channel, on);
+        if let Some(scope) = channel.strip_prefix("stats:") {
+            self.watcher.do_send(Watch {
+                scope: scope.to_string(),
+                on,
+            });
+        }
+    }
+
+    fn remove_channel(&mut self, session: &SessionId, channel: &Arc<str>) {
+        if let Some(set) = self.channels.get_mut(channel) {
+            set.remove(session);
+            if set.is_empty() {
+                self.channels.remove(channel);
+                self.interest(channel, false);
+            }
+        }
+    }
+
+    fn remove_session(&mut self, session: &SessionId) -> Option<Peer> {
+        let entry = self.sessions.remove(session)?;
+        for channel in &entry.channels {
+            self.remove_channel(session, channel);
+        }
+        Some(entry.peer)
+    }
+
+    fn slow_consumer(&mut self, session: &SessionId, ctx: &mut Context<Self>) {
+        let Some(peer) = self.remove_session(session) else {
+            return;
+        };
+        self.slow_consumers += 1;
+        let (frames, bytes) = peer.outbox.pending();
+        tracing::warn!(%session, frames, bytes, "slow consumer closed");
+        let _ = peer.close.try_send(Close {
+            code: 1008,
+            reason: "slow consumer",
+        });
+        let socket = peer.socket.clone();
+        ctx.run_later(KILL_DELAY, move |_, _| socket.shutdown());
+    }
+}
+
+impl Actor for Hub {
+    type Context = Context<Self>;
+}
+
+impl Handler<Connect> for Hub {
+    type Result = ();
+    fn handle(&mut self, msg: Connect, _: &mut Context<Self>) {
+        self.sessions.insert(
+            msg.session,
+            Entry {
+                peer: msg.peer,
+                channels: HashSet::new(),
+            },
+        );
+    }
+}
+
+impl Handler<Subscribe> for Hub {
+    type Result = ();
+    fn handle(&mut self, msg: Subscribe, _: &mut Context<Self>) {
+        let Some(entry) = self.sessions.get_mut(&msg.session) else {
+            return;
+        };
+        if !entry.channels.insert(msg.channel.clone()) {
+            return;
+        }
+        let set = self.channels.entry(msg.channel.clone()).or_default();
+        set.insert(msg.session);
+        if set.len() == 1 {
+            self.interest(&msg.channel, true);
+        }
+    }
+}
+
+impl Handler<Unsubscribe> for Hub {
+    type Result = ();
+    fn handle(&mut self, msg: Unsubscribe, _: &mut Context<Self>) {
+        if let Some(entry) = self.sessions.get_mut(&msg.session) {
+            if entry.channels.remove(&msg.channel) {
+                self.remove_channel(&msg.session, &msg.channel);
+            }
+        }
+    }
+}
+
+impl Handler<Disconnect> for Hub {
+    type Result = ();
+    fn handle(&mut self, msg: Disconnect, _: &mut Context<Self>) {
+        self.remove_session(&msg.session);
+    }
+}
+
+impl Handler<Publish> for Hub {
+    type Result = ();
+    fn handle(&mut self, msg: Publish, ctx: &mut Context<Self>) {
+        let Some(subscribers) = self.channels.get(&msg.channel) else {
+            return;
+        };
+        let count = msg.frames.len();
+        let bytes: usize = msg.frames.iter().map(|f| f.text.len()).sum();
+        let mut slow = Vec::new();
+        for session in subscribers {
+            let Some(entry) = self.sessions.get(session) else {
+                continue;
+            };
+            let peer = &entry.peer;
+            if !peer.outbox.reserve(count, bytes) {
+                slow.push(session.clone());
+                continue;
+            }
+            let delivery = Deliver {
+                channel: msg.channel.clone(),
+                frames: msg.frames.clone(),
+            };
+            if peer.deliver.try_send(delivery).is_err() {
+                peer.outbox.release(count, bytes);
+                slow.push(session.clone());
+            }
+        }
+        for session in slow {
+            self.slow_consumer(&session, ctx);
+        }
+    }
+}
+
+impl Handler<Shutdown> for Hub {
+    type Result = usize;
+    fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> usize {
+        let n = self.sessions.len();
+        for entry in self.sessions.values() {
+            // `do_send`: a full mailbox must not keep this one session open.
+            entry.peer.close.do_send(Close {
+                code: 1001,
+                reason: "server shutting down",
+            });
+        }
+        n
+    }
+}
+
+impl Handler<Counts> for Hub {
+    type Result = MessageResult<Counts>;
+    fn handle(&mut self, _: Counts, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(HubCounts {
+            sessions: self.sessions.len(),
+            subscriptions: self.channels.values().map(HashSet::len).sum(),
+            slow_consumers: self.slow_consumers,
+        })
+    }
+}

@@ -1,0 +1,18 @@
+//! pulsehub: a real-time hub for live dashboards. See ARCHITECTURE.md for the
+//! map of the modules and ../shared/PROTOCOL.md for the wire contract.
+
+pub mod auth;
+pub mod broker;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod events;
+pub mod hub;
+pub mod presence;
+pub mod protocol;
+pub mod routes;
+pub mod session;
+pub mod simulate;
+pub mod startup;
+pub mod stats;
+pub mod telemetry;

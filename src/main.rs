@@ -1,0 +1,75 @@
+//! The `pulsehub` binary: a thin command-line front over the library.
+
+use clap::{Parser, Subcommand};
+use pulsehub::auth::{claims_for, TokenKeys};
+use pulsehub::config::{Config, LogFormat, DEMO_JWT_SECRET};
+use pulsehub::simulate::SimulateArgs;
+use pulsehub::startup::Application;
+use pulsehub::{db, simulate, telemetry};
+
+#[derive(Parser)]
+#[command(name = "pulsehub", version, about = "Real-time hub for live dashboards")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the hub.
+    Serve(Box<Config>),
+    /// Create the database if needed and apply migrations, then exit.
+    Migrate {
+        #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/pulsehub")]
+        database_url: String,
+    },
+    /// Print a browser token (JWT) signed with the configured secret.
+    Token {
+        /// User id (`sub`).
+        #[arg(long, default_value = "alice")]
+        user: String,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Scopes the token grants (comma-separated; `*` for all).
+        #[arg(long, value_delimiter = ',', default_value = "demo")]
+        scopes: Vec<String>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: i64,
+        /// Signing secret (default: the demo secret).
+        #[arg(long, env = "PULSEHUB_JWT_SECRET", hide_env_values = true)]
+        secret: Option<String>,
+    },
+    /// Post a realistic stream of domain events to a running hub.
+    Simulate(SimulateArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let format = match &cli.command {
+        Cmd::Serve(c) => c.log_format,
+        _ => LogFormat::Pretty,
+    };
+    telemetry::init(format);
+    actix_web::rt::System::new().block_on(async move {
+        match cli.command {
+            Cmd::Serve(config) => {
+                let app = Application::build(*config).await?;
+                app.run_until_stopped().await?;
+            }
+            Cmd::Migrate { database_url } => {
+                db::prepare(&database_url).await?;
+                println!("database ready");
+            }
+            Cmd::Token { user, name, scopes, ttl, secret } => {
+                let secret = secret.filter(|s| !s.is_empty()).unwrap_or_else(|| DEMO_JWT_SECRET.into());
+                let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
+                let claims = claims_for(&user, name.as_deref(), &scopes, ttl);
+                println!("{}", TokenKeys::new(&secret).mint(&claims)?);
+            }
+            Cmd::Simulate(args) => simulate::run(args).await?,
+        }
+        Ok(())
+    })
+}

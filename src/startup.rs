@@ -1,0 +1,198 @@
+//! Wiring: builds the actors, the pool and the HTTP server from a `Config`,
+//! and stops them gracefully.
+//!
+//! `Application::build` binds first (port 0 in tests), so the caller knows
+//! the port before serving. A graceful stop (SIGTERM/SIGINT or
+//! [`Stopper::stop`]) stops accepting connections, commits every queued
+//! event (answering their requests), closes every session with 1001, then
+//! lets the server finish.
+
+use crate::auth::TokenKeys;
+use crate::broker::{memory::InMemoryBroker, Broker};
+use crate::config::Config;
+use crate::db::{self, Pool};
+use crate::hub::Hub;
+use crate::presence::PresenceHub;
+use crate::stats::{self, StatsAggregator};
+use actix::prelude::*;
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{web, App, HttpServer};
+use anyhow::Context as _;
+use std::net::TcpListener;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What every handler and session shares.
+pub struct AppState {
+    pub config: Config,
+    pub instance: String,
+    pub tokens: TokenKeys,
+    pub ingest_key: String,
+    pub pool: Pool,
+    pub hub: Addr<Hub>,
+    pub presence: Addr<PresenceHub>,
+    pub stats: Addr<StatsAggregator>,
+    pub broker: Arc<dyn Broker>,
+}
+
+/// The raw descriptor of a connection's socket (set in `on_connect`).
+#[derive(Clone, Copy)]
+pub struct ConnFd(pub RawFd);
+
+/// How long the kernel lets sent data go unacknowledged before it drops a
+/// connection: the backstop for clients that vanish or stop reading.
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    stopper: Stopper,
+}
+
+/// Stops an [`Application`] gracefully; cheap to clone.
+#[derive(Clone)]
+pub struct Stopper {
+    server: ServerHandle,
+    state: web::Data<AppState>,
+}
+
+impl Application {
+    /// Prepares the database, starts the actors and binds the listener.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        config.validate().map_err(anyhow::Error::msg)?;
+        db::prepare(&config.database_url).await?;
+        let pool = db::pool(&config.database_url, config.db_pool)?;
+        let listener =
+            TcpListener::bind(&config.bind).with_context(|| format!("binding {}", config.bind))?;
+        let port = listener.local_addr()?.port();
+
+        // The hub's address exists before the hub, so the broker can be
+        // built first and handed to everyone.
+        let hub_ctx = Context::<Hub>::new();
+        let broker: Arc<dyn Broker> = Arc::new(InMemoryBroker::new(hub_ctx.address().recipient()));
+        let aggregator = StatsAggregator::new(
+            pool.clone(),
+            broker.clone(),
+            stats::Settings {
+                debounce: config.stats_debounce(),
+                max_wait: config.stats_max_wait(),
+                tick: config.stats_tick(),
+                active_window: Duration::from_secs(config.active_window_secs),
+                retention: Duration::from_secs(config.retention_hours * 3600),
+                queue_max: config.ingest_queue,
+                batch_max: config.batch_max,
+            },
+        )
+        .start();
+        let hub = hub_ctx.run(Hub::new(broker.clone(), aggregator.clone().recipient()));
+        let presence = PresenceHub::new(
+            broker.clone(),
+            aggregator.clone().recipient(),
+            config.presence_grace(),
+            config.idle(),
+        )
+        .start();
+
+        let state = web::Data::new(AppState {
+            instance: config.instance(),
+            tokens: TokenKeys::new(config.jwt_secret().unwrap_or_default()),
+            ingest_key: config.ingest_key().unwrap_or_default().to_string(),
+            pool,
+            hub,
+            presence,
+            stats: aggregator,
+            broker,
+            config: config.clone(),
+        });
+        let data = state.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .wrap(tracing_actix_web::TracingLogger::default())
+                .configure(crate::routes::configure)
+        })
+        .on_connect(|conn, ext| {
+            if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+                ext.insert(ConnFd(tcp.as_raw_fd()));
+                let _ = socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(TCP_USER_TIMEOUT));
+            }
+        })
+        .workers(if config.workers == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            config.workers
+        })
+        .disable_signals()
+        .shutdown_timeout(config.shutdown_secs)
+        .listen(listener)?
+        .run();
+        tracing::info!(
+            port,
+            instance = %state.instance,
+            broker = state.broker.name(),
+            "pulsehub listening on {}",
+            config.bind
+        );
+        Ok(Application {
+            port,
+            stopper: Stopper {
+                server: server.handle(),
+                state,
+            },
+            server,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The shared state (tests inspect the actors through it).
+    pub fn state(&self) -> web::Data<AppState> {
+        self.stopper.state.clone()
+    }
+
+    pub fn stopper(&self) -> Stopper {
+        self.stopper.clone()
+    }
+
+    /// Serves until stopped; SIGTERM and SIGINT stop gracefully.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let stopper = self.stopper.clone();
+        actix_web::rt::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("signal received: stopping gracefully");
+            stopper.stop().await;
+        });
+        self.server.await
+    }
+}
+
+impl Stopper {
+    pub async fn stop(&self) {
+        let state = &self.state;
+        self.server.pause().await;
+        let (done, drained) = tokio::sync::oneshot::channel();
+        state.stats.do_send(stats::Drain { done });
+        let limit = Duration::from_secs(state.config.shutdown_secs);
+        if tokio::time::timeout(limit, drained).await.is_err() {
+            tracing::error!("ingest queue not drained in time");
+        }
+        let closed = state.hub.send(crate::hub::Shutdown).await.unwrap_or(0);
+        tracing::info!(sessions = closed, "sessions closed with 1001");
+        self.server.stop(true).await;
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot listen for signals");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
