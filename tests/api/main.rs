@@ -1,4 +1,10 @@
 //! Integration tests: a real hub, real PostgreSQL, real WebSocket clients.
 
+mod abuse;
 mod helpers;
 mod ingest;
+mod lifecycle;
+mod presence;
+mod protocol;
+mod replay;
+mod stats;

@@ -1,0 +1,156 @@
+//! Every server frame type and the command replies of PROTOCOL.md.
+
+use crate::helpers::*;
+use serde_json::json;
+
+#[actix_web::test]
+async fn welcome_ping_activity_and_unsubscribe() {
+    let app = spawn_app().await;
+    let url = format!("ws://127.0.0.1:{}/ws?token={}", app.port, app.token("alice", &["demo"]));
+    let (mut raw, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    use futures_util::StreamExt;
+    let welcome: serde_json::Value = match raw.next().await.unwrap().unwrap() {
+        tokio_tungstenite::tungstenite::Message::Text(t) => serde_json::from_str(&t).unwrap(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(welcome["user"], json!({"id": "alice", "name": "Alice"}));
+    assert_eq!(welcome["instance"], "hub-test");
+    assert_eq!(welcome["heartbeat"], 20);
+    assert!(welcome["session"].as_str().unwrap().starts_with("s_"));
+    drop(raw);
+
+    let mut c = app.connect("alice", &["demo"]).await;
+    let r = c.command(json!({"type": "ping"})).await;
+    assert_eq!(c.recv().await, json!({"type": "pong", "ref": r}));
+    let r = c.command(json!({"type": "activity", "action": "viewing", "target": "dashboard"})).await;
+    assert_eq!(c.recv().await, json!({"type": "ok", "ref": r}));
+
+    let sub = c.subscribe("feed:demo", None).await;
+    assert_eq!(sub["offset"], 0);
+    assert_eq!(sub["recovered"], false);
+    let r = c.command(json!({"type": "unsubscribe", "channel": "feed:demo"})).await;
+    assert_eq!(c.recv().await, json!({"type": "unsubscribed", "ref": r, "channel": "feed:demo"}));
+    // Unsubscribed: events no longer arrive.
+    app.post_events(&events("demo", "x", 2)).await;
+    c.expect_silence(std::time::Duration::from_millis(500)).await;
+}
+
+#[actix_web::test]
+async fn event_and_notification_frames() {
+    let app = spawn_app().await;
+    let mut c = app.connect("alice", &["demo"]).await;
+    c.subscribe("feed:demo", None).await;
+    c.subscribe("user:alice", None).await;
+    c.subscribe("system", None).await;
+
+    let (status, _) = app
+        .post_events(&json!({"scope":"demo","kind":"check_in",
+            "actor":{"id":"u7","name":"Maria"},
+            "subject":{"type":"ticket","id":"t9","state":"used"},
+            "data":{"gate":"B"},"at":"2026-11-21T21:00:00Z"}))
+        .await;
+    assert_eq!(status, 202);
+    let ev = c.recv().await;
+    assert_eq!(ev["type"], "event");
+    assert_eq!(ev["channel"], "feed:demo");
+    assert_eq!(ev["offset"], 1);
+    let e = &ev["event"];
+    assert_eq!(e["kind"], "check_in");
+    assert_eq!(e["actor"], json!({"id":"u7","name":"Maria"}));
+    assert_eq!(e["subject"], json!({"type":"ticket","id":"t9","state":"used"}));
+    assert_eq!(e["data"], json!({"gate":"B"}));
+    assert_eq!(e["at"], "2026-11-21T21:00:00.000Z");
+    assert!(e["id"].as_str().unwrap().len() >= 32);
+
+    for target in ["user:alice", "system"] {
+        let res = app
+            .http
+            .post(app.url("/api/notifications"))
+            .bearer_auth(INGEST_KEY)
+            .json(&json!({"target": target, "level": "warning", "title": "Maintenance", "body": "at noon"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 202);
+        let body: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(body["offset"], 1);
+        let n = c.recv().await;
+        assert_eq!(n["type"], "notification");
+        assert_eq!(n["channel"], target);
+        assert_eq!(n["offset"], 1);
+        assert_eq!(n["notification"]["id"], body["id"]);
+        assert_eq!(n["notification"]["level"], "warning");
+        assert_eq!(n["notification"]["title"], "Maintenance");
+        assert_eq!(n["notification"]["body"], "at noon");
+    }
+    // Another user's notification does not reach alice.
+    let res = app
+        .http
+        .post(app.url("/api/notifications"))
+        .bearer_auth(INGEST_KEY)
+        .json(&json!({"target": "user:bob", "level": "info", "title": "Hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    c.expect_silence(std::time::Duration::from_millis(400)).await;
+    // A bad notification is a 400 with details.
+    let res = app
+        .http
+        .post(app.url("/api/notifications"))
+        .bearer_auth(INGEST_KEY)
+        .json(&json!({"target": "feed:demo", "level": "loud"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "bad_request");
+    assert_eq!(body["error"]["details"].as_array().unwrap().len(), 3);
+}
+
+#[actix_web::test]
+async fn error_codes_over_websocket() {
+    let app = spawn_with(|c| c.max_subscriptions = 2).await;
+    let mut c = app.connect("alice", &["demo"]).await;
+    let cases = [
+        (json!({"type": "subscribe", "channel": "stats:acme"}), "forbidden"),
+        (json!({"type": "subscribe", "channel": "user:bob"}), "forbidden"),
+        (json!({"type": "subscribe", "channel": "video:x"}), "not_found"),
+        (json!({"type": "subscribe", "channel": "feed:no spaces"}), "bad_request"),
+        (json!({"type": "subscribe"}), "bad_request"),
+        (json!({"type": "teleport"}), "not_found"),
+        (json!({"type": "refresh", "token": "nope"}), "unauthorized"),
+    ];
+    for (cmd, code) in cases {
+        let r = c.command(cmd.clone()).await;
+        let f = c.recv().await;
+        assert_eq!((f["type"].as_str(), f["ref"].as_i64(), f["code"].as_str()), (Some("error"), Some(r), Some(code)), "{cmd} → {f}");
+        assert!(!f["message"].as_str().unwrap().is_empty());
+    }
+    c.send_text("{not json").await;
+    assert_eq!(c.recv().await["code"], "bad_request");
+    c.send_text("x".repeat(70 * 1024)).await;
+    assert_eq!(c.recv().await["code"], "too_large");
+    c.subscribe("feed:demo", None).await;
+    c.subscribe("system", None).await;
+    let r = c.command(json!({"type": "subscribe", "channel": "presence:demo"})).await;
+    let f = c.recv().await;
+    assert_eq!((f["ref"].as_i64(), f["code"].as_str()), (Some(r), Some("limit_reached")));
+    // Still alive after all that.
+    let r = c.command(json!({"type": "ping"})).await;
+    assert_eq!(c.recv().await, json!({"type": "pong", "ref": r}));
+}
+
+#[actix_web::test]
+async fn internal_error_when_the_database_breaks() {
+    let app = spawn_app().await;
+    let mut c = app.connect("alice", &["demo"]).await;
+    use diesel_async::SimpleAsyncConnection;
+    app.db().await.batch_execute("DROP TABLE events CASCADE").await.unwrap();
+    let r = c.command(json!({"type": "subscribe", "channel": "feed:demo"})).await;
+    let f = c.recv().await;
+    assert_eq!((f["type"].as_str(), f["ref"].as_i64(), f["code"].as_str()), (Some("error"), Some(r), Some("internal")), "{f}");
+    // The message says nothing about the database's internals.
+    assert_eq!(f["message"], "internal error");
+}
