@@ -83,7 +83,9 @@ impl TokenKeys {
             })?
             .claims;
         if !valid_user_id(&claims.sub) {
-            return Err(HubError::Unauthorized("token 'sub' is not a valid user id".into()));
+            return Err(HubError::Unauthorized(
+                "token 'sub' is not a valid user id".into(),
+            ));
         }
         Ok(claims)
     }
@@ -166,7 +168,11 @@ mod tests {
         assert_eq!(other.verify(&token).unwrap_err().code(), "unauthorized");
 
         let expired = keys.mint(&claims_for("a", None, &[], -10)).unwrap();
-        assert!(keys.verify(&expired).unwrap_err().to_string().contains("expired"));
+        assert!(keys
+            .verify(&expired)
+            .unwrap_err()
+            .to_string()
+            .contains("expired"));
 
         let hs512 = encode(
             &Header::new(Algorithm::HS512),

@@ -56,28 +56,29 @@ pub fn timestamp(at: &DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// A stored event's fields as they go on the wire.
+pub struct EventView<'a> {
+    pub id: &'a Uuid,
+    pub kind: &'a str,
+    pub actor: Option<&'a Value>,
+    pub subject: Option<&'a Value>,
+    pub data: &'a Value,
+    pub at: &'a DateTime<Utc>,
+}
+
 /// The `event` frame of a stored event.
-pub fn event_frame(
-    scope: &str,
-    offset: i64,
-    event_id: &Uuid,
-    kind: &str,
-    actor: Option<&Value>,
-    subject: Option<&Value>,
-    data: &Value,
-    at: &DateTime<Utc>,
-) -> ByteString {
+pub fn event_frame(scope: &str, offset: i64, e: &EventView<'_>) -> ByteString {
     let mut event = Map::new();
-    event.insert("id".into(), event_id.to_string().into());
-    event.insert("kind".into(), kind.into());
-    if let Some(a) = actor {
+    event.insert("id".into(), e.id.to_string().into());
+    event.insert("kind".into(), e.kind.into());
+    if let Some(a) = e.actor {
         event.insert("actor".into(), a.clone());
     }
-    if let Some(s) = subject {
+    if let Some(s) = e.subject {
         event.insert("subject".into(), s.clone());
     }
-    event.insert("data".into(), data.clone());
-    event.insert("at".into(), timestamp(at).into());
+    event.insert("data".into(), e.data.clone());
+    event.insert("at".into(), timestamp(e.at).into());
     encode(&ServerFrame::Event {
         channel: &Channel::Feed(scope.to_string()).to_string(),
         offset,
@@ -123,10 +124,7 @@ pub fn validate_batch(body: &Value) -> Result<Vec<NewEvent>, HubError> {
         Ok(events)
     } else {
         Err(HubError::Invalid {
-            message: format!(
-                "{} invalid field(s); nothing was stored",
-                details.len()
-            ),
+            message: format!("{} invalid field(s); nothing was stored", details.len()),
             details,
         })
     }
@@ -140,10 +138,14 @@ fn validate_event(item: &Value, now: DateTime<Utc>, problems: &mut Problems) -> 
         return None;
     };
     let scope = required_str(obj, "scope", problems, |s| {
-        valid_scope(s).then_some(()).ok_or("must match [A-Za-z0-9_.-]{1,64}")
+        valid_scope(s)
+            .then_some(())
+            .ok_or("must match [A-Za-z0-9_.-]{1,64}")
     });
     let kind = required_str(obj, "kind", problems, |s| {
-        valid_kind(s).then_some(()).ok_or("must match [a-z0-9_.:-]{1,64}")
+        valid_kind(s)
+            .then_some(())
+            .ok_or("must match [a-z0-9_.:-]{1,64}")
     });
     let actor = obj.get("actor").filter(|v| !v.is_null()).and_then(|a| {
         let user = a.as_object();
@@ -160,7 +162,10 @@ fn validate_event(item: &Value, now: DateTime<Utc>, problems: &mut Problems) -> 
         }
         let name = user.and_then(|u| u.get("name")).filter(|n| !n.is_null());
         if name.is_some_and(|n| n.as_str().is_none_or(|s| s.chars().count() > MAX_TEXT)) {
-            problems.push(("actor.name".into(), "must be a string of at most 256 characters".into()));
+            problems.push((
+                "actor.name".into(),
+                "must be a string of at most 256 characters".into(),
+            ));
             return None;
         }
         let mut out = Map::new();

@@ -8,7 +8,11 @@ use pulsehub::startup::Application;
 use pulsehub::{db, simulate, telemetry};
 
 #[derive(Parser)]
-#[command(name = "pulsehub", version, about = "Real-time hub for live dashboards")]
+#[command(
+    name = "pulsehub",
+    version,
+    about = "Real-time hub for live dashboards"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -20,7 +24,11 @@ enum Cmd {
     Serve(Box<Config>),
     /// Create the database if needed and apply migrations, then exit.
     Migrate {
-        #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/pulsehub")]
+        #[arg(
+            long,
+            env = "DATABASE_URL",
+            default_value = "postgres://postgres@127.0.0.1:5432/pulsehub"
+        )]
         database_url: String,
     },
     /// Print a browser token (JWT) signed with the configured secret.
@@ -62,8 +70,16 @@ fn main() -> anyhow::Result<()> {
                 db::prepare(&database_url).await?;
                 println!("database ready");
             }
-            Cmd::Token { user, name, scopes, ttl, secret } => {
-                let secret = secret.filter(|s| !s.is_empty()).unwrap_or_else(|| DEMO_JWT_SECRET.into());
+            Cmd::Token {
+                user,
+                name,
+                scopes,
+                ttl,
+                secret,
+            } => {
+                let secret = secret
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or_else(|| DEMO_JWT_SECRET.into());
                 let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
                 let claims = claims_for(&user, name.as_deref(), &scopes, ttl);
                 println!("{}", TokenKeys::new(&secret).mint(&claims)?);

@@ -50,7 +50,10 @@ impl Channel {
             return Ok(Channel::System);
         }
         let Some((family, rest)) = name.split_once(':') else {
-            return Err(HubError::NotFound(format!("unknown channel '{}'", clip(name))));
+            return Err(HubError::NotFound(format!(
+                "unknown channel '{}'",
+                clip(name)
+            )));
         };
         let scoped = |make: fn(String) -> Channel| {
             if valid_scope(rest) {
@@ -383,11 +386,15 @@ mod tests {
             Command::Activity { .. }
         ));
         assert!(matches!(
-            parse_command(r#"{"type":"refresh","token":"t"}"#).unwrap().command,
+            parse_command(r#"{"type":"refresh","token":"t"}"#)
+                .unwrap()
+                .command,
             Command::Refresh { .. }
         ));
         assert!(matches!(
-            parse_command(r#"{"type":"unsubscribe","channel":"system"}"#).unwrap().command,
+            parse_command(r#"{"type":"unsubscribe","channel":"system"}"#)
+                .unwrap()
+                .command,
             Command::Unsubscribe { .. }
         ));
     }
@@ -400,7 +407,10 @@ mod tests {
         assert_eq!(code(r#"{"type":5}"#), "bad_request");
         assert_eq!(code(r#"{"type":"subscribe"}"#), "bad_request");
         assert_eq!(code(r#"{"type":"subscribe","channel":7}"#), "bad_request");
-        assert_eq!(code(r#"{"type":"subscribe","channel":"x","since":-1}"#), "bad_request");
+        assert_eq!(
+            code(r#"{"type":"subscribe","channel":"x","since":-1}"#),
+            "bad_request"
+        );
         assert_eq!(code(r#"{"type":"ping","ref":"a"}"#), "bad_request");
         assert_eq!(code(r#"{"type":"dance"}"#), "not_found");
     }
@@ -422,7 +432,10 @@ mod tests {
             Channel::parse("user:alice@x.io").unwrap(),
             Channel::User("alice@x.io".into())
         );
-        assert_eq!(Channel::parse("feed:a b").unwrap_err().code(), "bad_request");
+        assert_eq!(
+            Channel::parse("feed:a b").unwrap_err().code(),
+            "bad_request"
+        );
         assert_eq!(Channel::parse("feed:").unwrap_err().code(), "bad_request");
         assert_eq!(Channel::parse("video:x").unwrap_err().code(), "not_found");
         assert_eq!(Channel::parse("nothing").unwrap_err().code(), "not_found");

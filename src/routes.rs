@@ -49,8 +49,9 @@ async fn ws(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, actix_web::Error> {
     check_origin(&req, &state.config.allowed_origins)?;
-    let token = request_token(&req)
-        .ok_or_else(|| HubError::Unauthorized("missing token (?token= or Authorization: Bearer)".into()))?;
+    let token = request_token(&req).ok_or_else(|| {
+        HubError::Unauthorized("missing token (?token= or Authorization: Bearer)".into())
+    })?;
     let claims = state.tokens.verify(&token)?;
     let fd = req.conn_data::<ConnFd>().map(|c| c.0);
     session::start(&req, stream, state, claims, fd)
@@ -59,8 +60,9 @@ async fn ws(
 /// Authenticates a browser read: Origin and JWT.
 fn reader(req: &HttpRequest, state: &AppState) -> Result<Claims, HubError> {
     check_origin(req, &state.config.allowed_origins)?;
-    let token = request_token(req)
-        .ok_or_else(|| HubError::Unauthorized("missing token (Authorization: Bearer or ?token=)".into()))?;
+    let token = request_token(req).ok_or_else(|| {
+        HubError::Unauthorized("missing token (Authorization: Bearer or ?token=)".into())
+    })?;
     state.tokens.verify(&token)
 }
 
@@ -104,14 +106,23 @@ async fn ingest_notification(
     writer(&req, &state)?;
     let notification = validate_notification(&json_body(payload).await?)?;
     let (reply, done) = tokio::sync::oneshot::channel();
-    state.stats.send(Notify { notification, reply }).await?;
+    state
+        .stats
+        .send(Notify {
+            notification,
+            reply,
+        })
+        .await?;
     let notified = done.await.map_err(HubError::internal)??;
     Ok(HttpResponse::Accepted().json(notified))
 }
 
 fn readable_scope(claims: &Claims, scope: &str) -> Result<(), HubError> {
     if !valid_scope(scope) {
-        return Err(HubError::BadRequest(format!("malformed scope '{}'", scope.chars().take(80).collect::<String>())));
+        return Err(HubError::BadRequest(format!(
+            "malformed scope '{}'",
+            scope.chars().take(80).collect::<String>()
+        )));
     }
     claims.may_read(&Channel::Stats(scope.to_string()))
 }
@@ -124,7 +135,13 @@ async fn stats(
     let claims = reader(&req, &state)?;
     readable_scope(&claims, &scope)?;
     let (reply, done) = tokio::sync::oneshot::channel();
-    state.stats.send(GetStats { scope: scope.into_inner(), reply }).await?;
+    state
+        .stats
+        .send(GetStats {
+            scope: scope.into_inner(),
+            reply,
+        })
+        .await?;
     let snap = done.await.map_err(HubError::internal)??;
     let mut body = snap.stats.clone();
     body["version"] = snap.version.into();
@@ -140,7 +157,9 @@ async fn presence_of(
     readable_scope(&claims, &scope)?;
     let (count, users) = state
         .presence
-        .send(presence::Snapshot { scope: scope.into_inner() })
+        .send(presence::Snapshot {
+            scope: scope.into_inner(),
+        })
         .await?;
     Ok(HttpResponse::Ok().json(json!({"count": count, "users": users})))
 }
@@ -170,13 +189,17 @@ async fn history(
     }
     let limit = query.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
-        return Err(HubError::BadRequest("'limit' must be between 1 and 1000".into()));
+        return Err(HubError::BadRequest(
+            "'limit' must be between 1 and 1000".into(),
+        ));
     }
     let mut conn = state.pool.get().await?;
     let (latest, first) = queries::channel_bounds(&mut conn, &channel).await?;
     let (plan, recovered) = queries::plan_replay(query.since, latest, first);
     let items = match plan {
-        queries::Replay::After(after) => queries::history_after(&mut conn, &channel, after, limit).await?,
+        queries::Replay::After(after) => {
+            queries::history_after(&mut conn, &channel, after, limit).await?
+        }
         queries::Replay::Recent => queries::history_recent(&mut conn, &channel, limit).await?,
     };
     // Frames are already JSON: splice them in rather than re-parse them.
@@ -185,7 +208,9 @@ async fn history(
         r#"{{"offset":{latest},"recovered":{recovered},"items":[{}]}}"#,
         items.join(",")
     );
-    Ok(HttpResponse::Ok().content_type("application/json").body(body))
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body))
 }
 
 async fn health() -> HttpResponse {

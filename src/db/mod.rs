@@ -69,14 +69,19 @@ pub async fn migrate(url: &str) -> anyhow::Result<usize> {
     let url = url.to_string();
     tokio::task::spawn_blocking(move || -> anyhow::Result<usize> {
         use diesel::connection::{Connection, SimpleConnection};
-        let mut conn =
-            <AsyncConnectionWrapper<AsyncPgConnection> as Connection>::establish(&url)?;
-        SimpleConnection::batch_execute(&mut conn, &format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))?;
+        let mut conn = <AsyncConnectionWrapper<AsyncPgConnection> as Connection>::establish(&url)?;
+        SimpleConnection::batch_execute(
+            &mut conn,
+            &format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"),
+        )?;
         let ran = conn
             .run_pending_migrations(MIGRATIONS)
             .map(|v| v.len())
             .map_err(|e| anyhow::anyhow!("running migrations: {e}"));
-        SimpleConnection::batch_execute(&mut conn, &format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))?;
+        SimpleConnection::batch_execute(
+            &mut conn,
+            &format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"),
+        )?;
         ran
     })
     .await?

@@ -5,7 +5,7 @@
 use super::schema::{
     channel_offsets, counters, events, idempotency_keys, notifications, scopes, subject_states,
 };
-use crate::events::{event_frame, notification_frame, NewEvent, NewNotification};
+use crate::events::{event_frame, notification_frame, EventView, NewEvent, NewNotification};
 use crate::protocol::Channel;
 use bytestring::ByteString;
 use chrono::{DateTime, Utc};
@@ -71,7 +71,9 @@ pub async fn commit_batch(
             // Offsets: one upsert per channel returns the new last offset.
             let mut per_channel: BTreeMap<String, i64> = BTreeMap::new();
             for e in new_events.iter().zip(&fresh).filter(|(_, f)| **f) {
-                *per_channel.entry(format!("feed:{}", e.0.scope)).or_default() += 1;
+                *per_channel
+                    .entry(format!("feed:{}", e.0.scope))
+                    .or_default() += 1;
             }
             for n in new_notes {
                 *per_channel.entry(n.channel.to_string()).or_default() += 1;
@@ -94,7 +96,8 @@ pub async fn commit_batch(
                     .do_update()
                     .set(
                         channel_offsets::last_offset
-                            .eq(channel_offsets::last_offset + excluded(channel_offsets::last_offset)),
+                            .eq(channel_offsets::last_offset
+                                + excluded(channel_offsets::last_offset)),
                     )
                     .returning((channel_offsets::channel, channel_offsets::last_offset))
                     .get_results(conn)
@@ -178,7 +181,10 @@ pub async fn commit_batch(
 
 /// Claims idempotency keys; returns, per event, whether it is new. A key seen
 /// earlier in the same batch, or committed before, marks a duplicate.
-async fn claim_keys(conn: &mut AsyncPgConnection, new_events: &[NewEvent]) -> QueryResult<Vec<bool>> {
+async fn claim_keys(
+    conn: &mut AsyncPgConnection,
+    new_events: &[NewEvent],
+) -> QueryResult<Vec<bool>> {
     let mut fresh = vec![true; new_events.len()];
     let mut first: BTreeMap<(&str, &str), (usize, Uuid)> = BTreeMap::new();
     for (i, e) in new_events.iter().enumerate() {
@@ -218,12 +224,15 @@ async fn claim_keys(conn: &mut AsyncPgConnection, new_events: &[NewEvent]) -> Qu
     Ok(fresh)
 }
 
+type SubjectKey<'a> = (&'a str, &'a str, &'a str);
+type SubjectLatest<'a> = (Option<&'a str>, DateTime<Utc>);
+
 /// Counters, subject states and scope summaries, aggregated in memory first
 /// (one row per key: a multi-row upsert may not touch a row twice).
 async fn update_aggregates(conn: &mut AsyncPgConnection, stored: &[&NewEvent]) -> QueryResult<()> {
     let mut counts: BTreeMap<(&str, &str), i64> = BTreeMap::new();
-    let mut subjects: BTreeMap<(&str, &str, &str), (Option<&str>, DateTime<Utc>)> =
-        BTreeMap::new();
+    // (scope, type, id) → (latest state carried, latest event time)
+    let mut subjects: BTreeMap<SubjectKey, SubjectLatest> = BTreeMap::new();
     let mut latest: BTreeMap<&str, DateTime<Utc>> = BTreeMap::new();
     for e in stored {
         *counts.entry((&e.scope, &e.kind)).or_default() += 1;
@@ -293,7 +302,12 @@ async fn update_aggregates(conn: &mut AsyncPgConnection, stored: &[&NewEvent]) -
     }
     let rows: Vec<_> = latest
         .iter()
-        .map(|(scope, at)| (scopes::scope.eq(*scope), scopes::last_event_at.eq(Some(*at))))
+        .map(|(scope, at)| {
+            (
+                scopes::scope.eq(*scope),
+                scopes::last_event_at.eq(Some(*at)),
+            )
+        })
         .collect();
     if !rows.is_empty() {
         diesel::insert_into(scopes::table)
@@ -326,7 +340,11 @@ pub async fn scope_stats(
         .filter(subject_states::scope.eq(scope))
         .filter(subject_states::state.is_not_null())
         .group_by((subject_states::subject_type, subject_states::state))
-        .select((subject_states::subject_type, subject_states::state, count_star()))
+        .select((
+            subject_states::subject_type,
+            subject_states::state,
+            count_star(),
+        ))
         .load(conn)
         .await?;
     let active: Vec<(String, i64)> = subject_states::table
@@ -457,7 +475,15 @@ pub async fn history_recent(
     Ok(items)
 }
 
-type EventTuple = (i64, Uuid, String, Option<Value>, Option<Value>, Value, DateTime<Utc>);
+type EventTuple = (
+    i64,
+    Uuid,
+    String,
+    Option<Value>,
+    Option<Value>,
+    Value,
+    DateTime<Utc>,
+);
 type NoteTuple = (i64, Uuid, String, String, String, DateTime<Utc>);
 
 /// `after: Some(n)` pages forward from n; `None` reads newest first.
@@ -483,7 +509,9 @@ async fn history(
             .limit(limit)
             .into_boxed();
         q = match after {
-            Some(a) => q.filter(events::feed_offset.gt(a)).order(events::feed_offset.asc()),
+            Some(a) => q
+                .filter(events::feed_offset.gt(a))
+                .order(events::feed_offset.asc()),
             None => q.order(events::feed_offset.desc()),
         };
         let rows: Vec<EventTuple> = q.load(conn).await?;
@@ -493,12 +521,14 @@ async fn history(
                 let frame = event_frame(
                     scope,
                     offset,
-                    &id,
-                    &kind,
-                    actor.as_ref(),
-                    subject.as_ref(),
-                    &data,
-                    &at,
+                    &EventView {
+                        id: &id,
+                        kind: &kind,
+                        actor: actor.as_ref(),
+                        subject: subject.as_ref(),
+                        data: &data,
+                        at: &at,
+                    },
                 );
                 (offset, frame)
             })
@@ -565,7 +595,10 @@ mod tests {
         // No since: recent items.
         assert_eq!(plan_replay(None, 10, Some(1)), (Replay::Recent, false));
         // Up to date.
-        assert_eq!(plan_replay(Some(10), 10, Some(1)), (Replay::After(10), true));
+        assert_eq!(
+            plan_replay(Some(10), 10, Some(1)),
+            (Replay::After(10), true)
+        );
         // Missed a few, all retained.
         assert_eq!(plan_replay(Some(4), 10, Some(1)), (Replay::After(4), true));
         assert_eq!(plan_replay(Some(0), 10, Some(1)), (Replay::After(0), true));

@@ -73,7 +73,12 @@ pub struct PresenceHub {
 }
 
 impl PresenceHub {
-    pub fn new(broker: Arc<dyn Broker>, stats: Recipient<Online>, grace: Duration, idle: Duration) -> Self {
+    pub fn new(
+        broker: Arc<dyn Broker>,
+        stats: Recipient<Online>,
+        grace: Duration,
+        idle: Duration,
+    ) -> Self {
         PresenceHub {
             registry: Registry::default(),
             seqs: HashMap::new(),
@@ -104,7 +109,8 @@ impl PresenceHub {
             user: Some(&user),
         });
         let seq = self.next_seq(&change.scope);
-        self.broker.publish(&channel, Arc::new([Outbound { seq, text }]));
+        self.broker
+            .publish(&channel, Arc::new([Outbound { seq, text }]));
         self.stats.do_send(Online {
             scope: change.scope,
             count: change.count,
@@ -145,7 +151,9 @@ impl Handler<Enter> for PresenceHub {
 impl Handler<Exit> for PresenceHub {
     type Result = ();
     fn handle(&mut self, msg: Exit, _: &mut Context<Self>) {
-        let change = self.registry.leave(&msg.scope, &msg.session, Instant::now());
+        let change = self
+            .registry
+            .leave(&msg.scope, &msg.session, Instant::now());
         self.announce_all(change.into_iter().collect());
     }
 }

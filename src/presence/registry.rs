@@ -79,7 +79,13 @@ impl Registry {
     }
 
     /// A session entered a scope.
-    pub fn join(&mut self, scope: &str, session: &str, user: &UserRef, now: Instant) -> Option<Change> {
+    pub fn join(
+        &mut self,
+        scope: &str,
+        session: &str,
+        user: &UserRef,
+        now: Instant,
+    ) -> Option<Change> {
         let (_, scopes) = self
             .sessions
             .entry(session.to_string())
@@ -246,7 +252,9 @@ mod tests {
         r.leave("demo", "s1", t);
         assert!(r.expire(grace, t + Duration::from_secs(1)).is_empty());
         // A refresh: back within the grace, no leave and no join.
-        let c = r.join("demo", "s2", &alice(), t + Duration::from_secs(1)).unwrap();
+        let c = r
+            .join("demo", "s2", &alice(), t + Duration::from_secs(1))
+            .unwrap();
         assert_eq!(c.op, PresenceOp::Update);
         assert!(r.expire(grace, t + Duration::from_secs(5)).is_empty());
         r.leave("demo", "s2", t + Duration::from_secs(5));
@@ -269,7 +277,13 @@ mod tests {
         };
         r.join("a", "s9", &bob, t);
         assert_eq!((r.count("a"), r.count("b")), (2, 1));
-        assert_eq!(r.users("a").iter().map(|u| u.id.as_str()).collect::<Vec<_>>(), ["alice", "bob"]);
+        assert_eq!(
+            r.users("a")
+                .iter()
+                .map(|u| u.id.as_str())
+                .collect::<Vec<_>>(),
+            ["alice", "bob"]
+        );
         let mut scopes = r.scopes_of("s1");
         scopes.sort();
         assert_eq!(scopes, ["a", "b"]);

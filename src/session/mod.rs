@@ -24,9 +24,7 @@ use crate::error::HubError;
 use crate::hub::outbox::{Outbox, Socket};
 use crate::hub::{self, Close, Deliver, Outbound, SessionId};
 use crate::presence;
-use crate::protocol::{
-    encode, error_frame, parse_command, Channel, Command, Request, ServerFrame,
-};
+use crate::protocol::{encode, error_frame, parse_command, Channel, Command, Request, ServerFrame};
 use crate::startup::AppState;
 use crate::stats::GetStats;
 use actix::prelude::*;
@@ -83,8 +81,9 @@ fn nz(n: u32) -> NonZeroU32 {
 impl WsSession {
     fn new(state: Arc<AppState>, claims: Claims, socket: Option<std::os::fd::RawFd>) -> Self {
         let c = &state.config;
-        let limiter =
-            RateLimiter::direct(Quota::per_second(nz(c.command_rate)).allow_burst(nz(c.command_burst)));
+        let limiter = RateLimiter::direct(
+            Quota::per_second(nz(c.command_rate)).allow_burst(nz(c.command_burst)),
+        );
         let abuse = RateLimiter::direct(Quota::per_minute(nz(c.abuse_limit)));
         let outbox = Arc::new(Outbox::new(c.outbox_frames, c.outbox_bytes));
         let id: SessionId = format!("s_{}", uuid::Uuid::new_v4().simple()).into();
@@ -108,7 +107,12 @@ impl WsSession {
         ctx.text(text);
     }
 
-    fn reply_error(&self, ctx: &mut ws::WebsocketContext<Self>, reference: Option<i64>, e: &HubError) {
+    fn reply_error(
+        &self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        reference: Option<i64>,
+        e: &HubError,
+    ) {
         self.send(ctx, error_frame(reference, e));
     }
 
@@ -200,10 +204,16 @@ impl WsSession {
 
     /// Replaces the token: same user only; subscriptions the new token does
     /// not allow are ended with a server-initiated `unsubscribed`.
-    fn refresh(&mut self, token: &str, ctx: &mut ws::WebsocketContext<Self>) -> Result<(), HubError> {
+    fn refresh(
+        &mut self,
+        token: &str,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) -> Result<(), HubError> {
         let claims = self.state.tokens.verify(token)?;
         if claims.sub != self.claims.sub {
-            return Err(HubError::Forbidden("a refreshed token must be for the same user".into()));
+            return Err(HubError::Forbidden(
+                "a refreshed token must be for the same user".into(),
+            ));
         }
         self.claims = claims;
         self.schedule_expiry(ctx);
@@ -270,7 +280,13 @@ impl WsSession {
         });
         ctx.spawn(registered.into_actor(self).map(move |res, act, ctx| {
             if res.is_err() {
-                act.fail_sub(&name, generation, reference, HubError::internal("hub unavailable"), ctx);
+                act.fail_sub(
+                    &name,
+                    generation,
+                    reference,
+                    HubError::internal("hub unavailable"),
+                    ctx,
+                );
                 return;
             }
             act.load_initial(name, channel, since, reference, generation, ctx);
@@ -300,7 +316,13 @@ impl WsSession {
                             offset: None,
                             recovered: None,
                         });
-                        act.start_live(&name, generation, subscribed, vec![snap.frame.clone()], ctx);
+                        act.start_live(
+                            &name,
+                            generation,
+                            subscribed,
+                            vec![snap.frame.clone()],
+                            ctx,
+                        );
                     }
                     Err(e) => act.fail_sub(&name, generation, reference, e, ctx),
                 }));
@@ -339,7 +361,8 @@ impl WsSession {
                         queries::Replay::After(after) => after,
                         queries::Replay::Recent => items.first().map_or(latest, |i| i.0 - 1),
                     };
-                    let more = matches!(plan, queries::Replay::After(_)) && items.len() as i64 == PAGE;
+                    let more =
+                        matches!(plan, queries::Replay::After(_)) && items.len() as i64 == PAGE;
                     Ok::<_, HubError>((latest, recovered, from, items, more))
                 };
                 ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| match res {
@@ -365,7 +388,9 @@ impl WsSession {
 
     /// The subscription `name` if it is still the one of `generation`.
     fn live_sub(&mut self, name: &str, generation: u64) -> Option<&mut Sub> {
-        self.subs.get_mut(name).filter(|s| s.generation == generation)
+        self.subs
+            .get_mut(name)
+            .filter(|s| s.generation == generation)
     }
 
     /// Non-recoverable channels: `subscribed`, the snapshot, then anything
@@ -409,7 +434,11 @@ impl WsSession {
         };
         let mut out = Vec::new();
         for (offset, text) in items {
-            if sub.accept(&Outbound { seq: offset, text: text.clone() }) == Accept::Send {
+            if sub.accept(&Outbound {
+                seq: offset,
+                text: text.clone(),
+            }) == Accept::Send
+            {
                 out.push(text);
             }
         }
@@ -432,7 +461,13 @@ impl WsSession {
 
     /// Reads the page after `after`. Spawned from the actor, it runs only when
     /// the actor is polled, i.e. once the socket took the previous page.
-    fn fetch_page(&mut self, name: Arc<str>, generation: u64, after: i64, ctx: &mut ws::WebsocketContext<Self>) {
+    fn fetch_page(
+        &mut self,
+        name: Arc<str>,
+        generation: u64,
+        after: i64,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) {
         let Some(sub) = self.live_sub(&name, generation) else {
             return;
         };
@@ -549,12 +584,19 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
         self.last_heard = Instant::now();
         match msg {
             Ok(ws::Message::Text(text)) => self.on_text(&text, ctx),
-            Ok(ws::Message::Binary(_)) => {
-                self.on_text_rejected(ctx, HubError::BadRequest("binary frames are not supported; send JSON text".into()))
-            }
+            Ok(ws::Message::Binary(_)) => self.on_text_rejected(
+                ctx,
+                HubError::BadRequest("binary frames are not supported; send JSON text".into()),
+            ),
             Ok(ws::Message::Continuation(item)) => {
-                if matches!(item, actix_http::ws::Item::FirstText(_) | actix_http::ws::Item::FirstBinary(_)) {
-                    self.on_text_rejected(ctx, HubError::BadRequest("fragmented frames are not supported".into()));
+                if matches!(
+                    item,
+                    actix_http::ws::Item::FirstText(_) | actix_http::ws::Item::FirstBinary(_)
+                ) {
+                    self.on_text_rejected(
+                        ctx,
+                        HubError::BadRequest("fragmented frames are not supported".into()),
+                    );
                 }
             }
             Ok(ws::Message::Ping(p)) => ctx.pong(&p),
@@ -579,7 +621,11 @@ impl WsSession {
             if self.abuse.check().is_err() {
                 return self.close(ctx, 1008, "repeated abuse: command rate exceeded");
             }
-            return self.reply_error(ctx, None, &HubError::RateLimited("too many commands; slow down".into()));
+            return self.reply_error(
+                ctx,
+                None,
+                &HubError::RateLimited("too many commands; slow down".into()),
+            );
         }
         self.reply_error(ctx, None, &e);
     }

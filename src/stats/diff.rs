@@ -56,7 +56,12 @@ mod tests {
         let b = json!({"counts":{"message.sent":2,"y":1},"online_users":3,"states":{"task":{"done":1}}});
         assert_eq!(
             changed(&a, &b),
-            vec!["/counts/message.sent", "/counts/y", "/counts/x", "/states/task"]
+            vec![
+                "/counts/message.sent",
+                "/counts/y",
+                "/counts/x",
+                "/states/task"
+            ]
         );
         assert!(changed(&b, &b).is_empty());
     }

@@ -19,7 +19,7 @@ pub mod diff;
 use crate::broker::Broker;
 use crate::db::{queries, Pool};
 use crate::error::HubError;
-use crate::events::{event_frame, notification_frame, NewEvent, NewNotification};
+use crate::events::{event_frame, notification_frame, EventView, NewEvent, NewNotification};
 use crate::hub::{Outbound, Watch};
 use crate::protocol::{encode, Channel, ServerFrame};
 use actix::prelude::*;
@@ -159,9 +159,13 @@ impl StatsAggregator {
 
     fn enqueue(&mut self, job: Job, ctx: &mut Context<Self>) {
         let refusal = if self.draining.is_some() {
-            Some(HubError::Unavailable("the hub is shutting down; retry elsewhere".into()))
+            Some(HubError::Unavailable(
+                "the hub is shutting down; retry elsewhere".into(),
+            ))
         } else if self.queued + job.weight() > self.settings.queue_max {
-            Some(HubError::Unavailable("ingest queue is full; retry shortly".into()))
+            Some(HubError::Unavailable(
+                "ingest queue is full; retry shortly".into(),
+            ))
         } else {
             None
         };
@@ -223,7 +227,12 @@ impl StatsAggregator {
         };
         ctx.spawn(commit.into_actor(self).map(move |result, act, ctx| {
             act.committing = false;
-            tracing::debug!(jobs = jobs.len(), weight, elapsed_ms = started.elapsed().as_millis() as u64, "group commit");
+            tracing::debug!(
+                jobs = jobs.len(),
+                weight,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "group commit"
+            );
             match result {
                 Ok((events, notes, done)) => act.committed(jobs, &events, &notes, done),
                 Err(err) => {
@@ -254,14 +263,19 @@ impl StatsAggregator {
                 let text = event_frame(
                     &e.scope,
                     offset,
-                    &e.event_id,
-                    &e.kind,
-                    e.actor.as_ref(),
-                    subject.as_ref(),
-                    &e.data,
-                    &e.at,
+                    &EventView {
+                        id: &e.event_id,
+                        kind: &e.kind,
+                        actor: e.actor.as_ref(),
+                        subject: subject.as_ref(),
+                        data: &e.data,
+                        at: &e.at,
+                    },
                 );
-                feeds.entry(&e.scope).or_default().push(Outbound { seq: offset, text });
+                feeds
+                    .entry(&e.scope)
+                    .or_default()
+                    .push(Outbound { seq: offset, text });
             }
         }
         let now = Instant::now();
@@ -273,7 +287,8 @@ impl StatsAggregator {
         let mut notified = Vec::new();
         for (n, offset) in notes.iter().zip(&done.notification_offsets) {
             let channel = n.channel.to_string();
-            let text = notification_frame(&channel, *offset, &n.id, &n.level, &n.title, &n.body, &n.at);
+            let text =
+                notification_frame(&channel, *offset, &n.id, &n.level, &n.title, &n.body, &n.at);
             self.broker
                 .publish(&channel, Arc::new([Outbound { seq: *offset, text }]));
             notified.push(Notified {
@@ -287,7 +302,11 @@ impl StatsAggregator {
         for job in jobs {
             match job {
                 Job::Events(e, reply) => {
-                    let accepted = offsets.by_ref().take(e.len()).filter(|o| o.is_some()).count();
+                    let accepted = offsets
+                        .by_ref()
+                        .take(e.len())
+                        .filter(|o| o.is_some())
+                        .count();
                     let _ = reply.send(Ok(Accepted {
                         accepted,
                         duplicates: e.len() - accepted,
@@ -398,7 +417,8 @@ impl Actor for StatsAggregator {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         // Drives the debouncer.
-        let every = (self.settings.debounce / 5).clamp(Duration::from_millis(5), Duration::from_millis(100));
+        let every = (self.settings.debounce / 5)
+            .clamp(Duration::from_millis(5), Duration::from_millis(100));
         ctx.run_interval(every, |act, ctx| {
             for scope in act.debouncer.take_due(Instant::now()) {
                 act.refresh(scope, ctx);
@@ -413,7 +433,8 @@ impl Actor for StatsAggregator {
             }
             let watched = &act.watched;
             act.snapshots.retain(|scope, s| {
-                watched.contains(scope) || now.duration_since(s.computed_at) < Duration::from_secs(60)
+                watched.contains(scope)
+                    || now.duration_since(s.computed_at) < Duration::from_secs(60)
             });
         });
         // Retention.
@@ -470,7 +491,10 @@ impl Handler<GetStats> for StatsAggregator {
                 return;
             }
         }
-        self.waiters.entry(msg.scope.clone()).or_default().push(msg.reply);
+        self.waiters
+            .entry(msg.scope.clone())
+            .or_default()
+            .push(msg.reply);
         self.refresh(msg.scope, ctx);
     }
 }

@@ -8,7 +8,9 @@ async fn ingest_then_history() {
     assert_eq!(status, 202, "{body}");
     assert_eq!(body, json!({"accepted": 3, "duplicates": 0}));
     let token = app.token("alice", &["demo"]);
-    let (status, body) = app.get("/api/channels/feed:demo/history?since=0", &token).await;
+    let (status, body) = app
+        .get("/api/channels/feed:demo/history?since=0", &token)
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["offset"], 3);
     assert_eq!(offsets(body["items"].as_array().unwrap()), vec![1, 2, 3]);
@@ -20,8 +22,14 @@ async fn idempotency_keys_make_retries_harmless() {
     let mut c = app.connect("alice", &["demo"]).await;
     c.subscribe("feed:demo", None).await;
     let batch = events("demo", "k", 5);
-    assert_eq!(app.post_events(&batch).await.1, json!({"accepted": 5, "duplicates": 0}));
-    assert_eq!(app.post_events(&batch).await.1, json!({"accepted": 0, "duplicates": 5}));
+    assert_eq!(
+        app.post_events(&batch).await.1,
+        json!({"accepted": 5, "duplicates": 0})
+    );
+    assert_eq!(
+        app.post_events(&batch).await.1,
+        json!({"accepted": 0, "duplicates": 5})
+    );
     // A key repeated inside one batch, and one seen before.
     let mixed = json!([
         {"scope": "demo", "kind": "x", "key": "new-1"},
@@ -30,14 +38,20 @@ async fn idempotency_keys_make_retries_harmless() {
         {"scope": "demo", "kind": "x"},
         {"scope": "other", "kind": "x", "key": "k-0"}
     ]);
-    assert_eq!(app.post_events(&mixed).await.1, json!({"accepted": 3, "duplicates": 2}));
+    assert_eq!(
+        app.post_events(&mixed).await.1,
+        json!({"accepted": 3, "duplicates": 2})
+    );
     let mut got = Vec::new();
     for _ in 0..7 {
         got.push(c.recv().await);
     }
     assert_eq!(offsets(&got), (1..=7).collect::<Vec<_>>());
-    c.expect_silence(std::time::Duration::from_millis(300)).await;
-    let (_, stats) = app.get("/api/scopes/demo/stats", &app.token("a", &["demo"])).await;
+    c.expect_silence(std::time::Duration::from_millis(300))
+        .await;
+    let (_, stats) = app
+        .get("/api/scopes/demo/stats", &app.token("a", &["demo"]))
+        .await;
     assert_eq!(stats["counts"], json!({"message.sent": 5, "x": 2}));
 }
 
@@ -52,16 +66,27 @@ async fn an_invalid_item_stores_nothing() {
     assert_eq!(body["error"]["code"], "bad_request");
     let details = body["error"]["details"].as_array().unwrap();
     assert_eq!(details.len(), 2);
-    assert_eq!((details[0]["index"].as_i64(), details[0]["field"].as_str()), (Some(1), Some("kind")));
-    assert_eq!((details[1]["index"].as_i64(), details[1]["field"].as_str()), (Some(2), Some("data")));
+    assert_eq!(
+        (details[0]["index"].as_i64(), details[0]["field"].as_str()),
+        (Some(1), Some("kind"))
+    );
+    assert_eq!(
+        (details[1]["index"].as_i64(), details[1]["field"].as_str()),
+        (Some(2), Some("data"))
+    );
     let token = app.token("a", &["demo"]);
-    let (_, history) = app.get("/api/channels/feed:demo/history?since=0", &token).await;
+    let (_, history) = app
+        .get("/api/channels/feed:demo/history?since=0", &token)
+        .await;
     assert_eq!(history["offset"], 0);
     assert_eq!(history["items"], json!([]));
     let (_, stats) = app.get("/api/scopes/demo/stats", &token).await;
     assert_eq!(stats["counts"], json!({}));
     // The valid items alone are accepted afterwards: the keys were not burnt.
-    assert_eq!(app.post_events(&events("demo", "v", 3)).await.1["accepted"], 3);
+    assert_eq!(
+        app.post_events(&events("demo", "v", 3)).await.1["accepted"],
+        3
+    );
 }
 
 #[actix_web::test]
@@ -79,7 +104,10 @@ async fn concurrent_requests_get_gapless_offsets() {
     let mut since = 0;
     loop {
         let (_, page) = app
-            .get(&format!("/api/channels/feed:demo/history?since={since}&limit=1000"), &token)
+            .get(
+                &format!("/api/channels/feed:demo/history?since={since}&limit=1000"),
+                &token,
+            )
             .await;
         let items = page["items"].as_array().unwrap().clone();
         if items.is_empty() {
@@ -93,7 +121,10 @@ async fn concurrent_requests_get_gapless_offsets() {
     let mut by_tag: std::collections::HashMap<String, Vec<i64>> = Default::default();
     for f in &all {
         let tag = f["event"]["data"]["tag"].as_str().unwrap().to_string();
-        by_tag.entry(tag).or_default().push(f["offset"].as_i64().unwrap());
+        by_tag
+            .entry(tag)
+            .or_default()
+            .push(f["offset"].as_i64().unwrap());
     }
     for (tag, offs) in by_tag {
         assert!(offs.windows(2).all(|w| w[1] == w[0] + 1), "{tag}: {offs:?}");

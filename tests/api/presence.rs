@@ -10,7 +10,10 @@ async fn two_tabs_are_one_user_and_closing_one_is_not_a_leave() {
     let mut watcher = app.connect("watcher", &["demo"]).await;
     watcher.subscribe("presence:demo", None).await;
     let sync = watcher.recv().await;
-    assert_eq!((sync["op"].as_str(), sync["count"].as_i64()), (Some("sync"), Some(1)));
+    assert_eq!(
+        (sync["op"].as_str(), sync["count"].as_i64()),
+        (Some("sync"), Some(1))
+    );
     assert_eq!(sync["users"][0]["id"], "watcher");
 
     let mut tab1 = app.connect("alice", &["demo"]).await;
@@ -18,7 +21,10 @@ async fn two_tabs_are_one_user_and_closing_one_is_not_a_leave() {
     let sync = tab1.recv().await;
     assert_eq!(sync["count"], 2);
     let join = watcher.recv().await;
-    assert_eq!((join["op"].as_str(), join["count"].as_i64()), (Some("join"), Some(2)));
+    assert_eq!(
+        (join["op"].as_str(), join["count"].as_i64()),
+        (Some("join"), Some(2))
+    );
     assert_eq!(join["user"]["id"], "alice");
     assert_eq!(join["user"]["name"], "Alice");
     assert_eq!(join["user"]["sessions"], 1);
@@ -28,19 +34,32 @@ async fn two_tabs_are_one_user_and_closing_one_is_not_a_leave() {
     let mut tab2 = app.connect("alice", &["demo"]).await;
     tab2.subscribe("feed:demo", None).await;
     let update = watcher.recv().await;
-    assert_eq!((update["op"].as_str(), update["count"].as_i64()), (Some("update"), Some(2)));
+    assert_eq!(
+        (update["op"].as_str(), update["count"].as_i64()),
+        (Some("update"), Some(2))
+    );
     assert_eq!(update["user"]["sessions"], 2);
 
-    let (status, body) = app.get("/api/scopes/demo/presence", &app.token("x", &["demo"])).await;
+    let (status, body) = app
+        .get("/api/scopes/demo/presence", &app.token("x", &["demo"]))
+        .await;
     assert_eq!(status, 200);
     assert_eq!(body["count"], 2);
-    let alice = body["users"].as_array().unwrap().iter().find(|u| u["id"] == "alice").unwrap();
+    let alice = body["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["id"] == "alice")
+        .unwrap();
     assert_eq!(alice["sessions"], 2);
 
     // Closing one tab: an update with one session, and no leave even after the grace.
     drop(tab2);
     let update = watcher.recv().await;
-    assert_eq!((update["op"].as_str(), update["count"].as_i64()), (Some("update"), Some(2)));
+    assert_eq!(
+        (update["op"].as_str(), update["count"].as_i64()),
+        (Some("update"), Some(2))
+    );
     assert_eq!(update["user"]["sessions"], 1);
     watcher.expect_silence(Duration::from_millis(800)).await;
 
@@ -48,9 +67,15 @@ async fn two_tabs_are_one_user_and_closing_one_is_not_a_leave() {
     // the grace), then the leave.
     drop(tab1);
     let update = watcher.recv().await;
-    assert_eq!((update["op"].as_str(), update["user"]["sessions"].as_i64()), (Some("update"), Some(0)));
+    assert_eq!(
+        (update["op"].as_str(), update["user"]["sessions"].as_i64()),
+        (Some("update"), Some(0))
+    );
     let leave = watcher.recv().await;
-    assert_eq!((leave["op"].as_str(), leave["count"].as_i64()), (Some("leave"), Some(1)));
+    assert_eq!(
+        (leave["op"].as_str(), leave["count"].as_i64()),
+        (Some("leave"), Some(1))
+    );
     assert_eq!(leave["user"], json!({"id": "alice"}));
 }
 
@@ -69,7 +94,10 @@ async fn a_quick_reconnect_does_not_flap() {
     let mut tab = app.connect("alice", &["demo"]).await;
     tab.subscribe("presence:demo", None).await;
     let f = watcher.recv().await;
-    assert_eq!((f["op"].as_str(), f["user"]["sessions"].as_i64()), (Some("update"), Some(1)));
+    assert_eq!(
+        (f["op"].as_str(), f["user"]["sessions"].as_i64()),
+        (Some("update"), Some(1))
+    );
     watcher.expect_silence(Duration::from_millis(2000)).await;
 }
 
@@ -93,7 +121,9 @@ async fn activity_and_idle() {
     idle.sort();
     assert_eq!(idle, ["alice", "watcher"]);
     // Activity brings alice back, with what she is doing.
-    let r = alice.command(json!({"type": "activity", "action": "editing"})).await;
+    let r = alice
+        .command(json!({"type": "activity", "action": "editing"}))
+        .await;
     let (ok, _) = alice.recv_until("ok").await;
     assert_eq!(ok["ref"], r);
     let f = watcher.recv().await;

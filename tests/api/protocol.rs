@@ -6,7 +6,11 @@ use serde_json::json;
 #[actix_web::test]
 async fn welcome_ping_activity_and_unsubscribe() {
     let app = spawn_app().await;
-    let url = format!("ws://127.0.0.1:{}/ws?token={}", app.port, app.token("alice", &["demo"]));
+    let url = format!(
+        "ws://127.0.0.1:{}/ws?token={}",
+        app.port,
+        app.token("alice", &["demo"])
+    );
     let (mut raw, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     use futures_util::StreamExt;
     let welcome: serde_json::Value = match raw.next().await.unwrap().unwrap() {
@@ -22,17 +26,25 @@ async fn welcome_ping_activity_and_unsubscribe() {
     let mut c = app.connect("alice", &["demo"]).await;
     let r = c.command(json!({"type": "ping"})).await;
     assert_eq!(c.recv().await, json!({"type": "pong", "ref": r}));
-    let r = c.command(json!({"type": "activity", "action": "viewing", "target": "dashboard"})).await;
+    let r = c
+        .command(json!({"type": "activity", "action": "viewing", "target": "dashboard"}))
+        .await;
     assert_eq!(c.recv().await, json!({"type": "ok", "ref": r}));
 
     let sub = c.subscribe("feed:demo", None).await;
     assert_eq!(sub["offset"], 0);
     assert_eq!(sub["recovered"], false);
-    let r = c.command(json!({"type": "unsubscribe", "channel": "feed:demo"})).await;
-    assert_eq!(c.recv().await, json!({"type": "unsubscribed", "ref": r, "channel": "feed:demo"}));
+    let r = c
+        .command(json!({"type": "unsubscribe", "channel": "feed:demo"}))
+        .await;
+    assert_eq!(
+        c.recv().await,
+        json!({"type": "unsubscribed", "ref": r, "channel": "feed:demo"})
+    );
     // Unsubscribed: events no longer arrive.
     app.post_events(&events("demo", "x", 2)).await;
-    c.expect_silence(std::time::Duration::from_millis(500)).await;
+    c.expect_silence(std::time::Duration::from_millis(500))
+        .await;
 }
 
 #[actix_web::test]
@@ -57,7 +69,10 @@ async fn event_and_notification_frames() {
     let e = &ev["event"];
     assert_eq!(e["kind"], "check_in");
     assert_eq!(e["actor"], json!({"id":"u7","name":"Maria"}));
-    assert_eq!(e["subject"], json!({"type":"ticket","id":"t9","state":"used"}));
+    assert_eq!(
+        e["subject"],
+        json!({"type":"ticket","id":"t9","state":"used"})
+    );
     assert_eq!(e["data"], json!({"gate":"B"}));
     assert_eq!(e["at"], "2026-11-21T21:00:00.000Z");
     assert!(e["id"].as_str().unwrap().len() >= 32);
@@ -93,7 +108,8 @@ async fn event_and_notification_frames() {
         .await
         .unwrap();
     assert_eq!(res.status(), 202);
-    c.expect_silence(std::time::Duration::from_millis(400)).await;
+    c.expect_silence(std::time::Duration::from_millis(400))
+        .await;
     // A bad notification is a 400 with details.
     let res = app
         .http
@@ -114,10 +130,22 @@ async fn error_codes_over_websocket() {
     let app = spawn_with(|c| c.max_subscriptions = 2).await;
     let mut c = app.connect("alice", &["demo"]).await;
     let cases = [
-        (json!({"type": "subscribe", "channel": "stats:acme"}), "forbidden"),
-        (json!({"type": "subscribe", "channel": "user:bob"}), "forbidden"),
-        (json!({"type": "subscribe", "channel": "video:x"}), "not_found"),
-        (json!({"type": "subscribe", "channel": "feed:no spaces"}), "bad_request"),
+        (
+            json!({"type": "subscribe", "channel": "stats:acme"}),
+            "forbidden",
+        ),
+        (
+            json!({"type": "subscribe", "channel": "user:bob"}),
+            "forbidden",
+        ),
+        (
+            json!({"type": "subscribe", "channel": "video:x"}),
+            "not_found",
+        ),
+        (
+            json!({"type": "subscribe", "channel": "feed:no spaces"}),
+            "bad_request",
+        ),
         (json!({"type": "subscribe"}), "bad_request"),
         (json!({"type": "teleport"}), "not_found"),
         (json!({"type": "refresh", "token": "nope"}), "unauthorized"),
@@ -125,7 +153,11 @@ async fn error_codes_over_websocket() {
     for (cmd, code) in cases {
         let r = c.command(cmd.clone()).await;
         let f = c.recv().await;
-        assert_eq!((f["type"].as_str(), f["ref"].as_i64(), f["code"].as_str()), (Some("error"), Some(r), Some(code)), "{cmd} → {f}");
+        assert_eq!(
+            (f["type"].as_str(), f["ref"].as_i64(), f["code"].as_str()),
+            (Some("error"), Some(r), Some(code)),
+            "{cmd} → {f}"
+        );
         assert!(!f["message"].as_str().unwrap().is_empty());
     }
     c.send_text("{not json").await;
@@ -134,9 +166,14 @@ async fn error_codes_over_websocket() {
     assert_eq!(c.recv().await["code"], "too_large");
     c.subscribe("feed:demo", None).await;
     c.subscribe("system", None).await;
-    let r = c.command(json!({"type": "subscribe", "channel": "presence:demo"})).await;
+    let r = c
+        .command(json!({"type": "subscribe", "channel": "presence:demo"}))
+        .await;
     let f = c.recv().await;
-    assert_eq!((f["ref"].as_i64(), f["code"].as_str()), (Some(r), Some("limit_reached")));
+    assert_eq!(
+        (f["ref"].as_i64(), f["code"].as_str()),
+        (Some(r), Some("limit_reached"))
+    );
     // Still alive after all that.
     let r = c.command(json!({"type": "ping"})).await;
     assert_eq!(c.recv().await, json!({"type": "pong", "ref": r}));
@@ -147,10 +184,20 @@ async fn internal_error_when_the_database_breaks() {
     let app = spawn_app().await;
     let mut c = app.connect("alice", &["demo"]).await;
     use diesel_async::SimpleAsyncConnection;
-    app.db().await.batch_execute("DROP TABLE events CASCADE").await.unwrap();
-    let r = c.command(json!({"type": "subscribe", "channel": "feed:demo"})).await;
+    app.db()
+        .await
+        .batch_execute("DROP TABLE events CASCADE")
+        .await
+        .unwrap();
+    let r = c
+        .command(json!({"type": "subscribe", "channel": "feed:demo"}))
+        .await;
     let f = c.recv().await;
-    assert_eq!((f["type"].as_str(), f["ref"].as_i64(), f["code"].as_str()), (Some("error"), Some(r), Some("internal")), "{f}");
+    assert_eq!(
+        (f["type"].as_str(), f["ref"].as_i64(), f["code"].as_str()),
+        (Some("error"), Some(r), Some("internal")),
+        "{f}"
+    );
     // The message says nothing about the database's internals.
     assert_eq!(f["message"], "internal error");
 }

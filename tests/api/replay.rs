@@ -20,7 +20,10 @@ async fn since_replays_exactly_the_missed_items_then_live_ones() {
     app.post_events(&events("demo", "b", 7)).await;
     let mut c = app.connect("alice", &["demo"]).await;
     let sub = c.subscribe("feed:demo", Some(5)).await;
-    assert_eq!((sub["offset"].as_i64(), sub["recovered"].as_bool()), (Some(12), Some(true)));
+    assert_eq!(
+        (sub["offset"].as_i64(), sub["recovered"].as_bool()),
+        (Some(12), Some(true))
+    );
     let mut replay = Vec::new();
     for _ in 0..7 {
         replay.push(c.recv().await);
@@ -34,32 +37,52 @@ async fn since_replays_exactly_the_missed_items_then_live_ones() {
         live.push(c.recv().await);
     }
     assert_eq!(offsets(&live), vec![13, 14, 15]);
-    c.expect_silence(std::time::Duration::from_millis(300)).await;
+    c.expect_silence(std::time::Duration::from_millis(300))
+        .await;
 
     // Up to date: nothing replayed.
     let mut d = app.connect("alice", &["demo"]).await;
     let sub = d.subscribe("feed:demo", Some(15)).await;
-    assert_eq!((sub["offset"].as_i64(), sub["recovered"].as_bool()), (Some(15), Some(true)));
-    d.expect_silence(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        (sub["offset"].as_i64(), sub["recovered"].as_bool()),
+        (Some(15), Some(true))
+    );
+    d.expect_silence(std::time::Duration::from_millis(300))
+        .await;
 }
 
 #[actix_web::test]
 async fn a_long_replay_hands_over_to_live_without_gap_or_duplicate() {
     let app = spawn_app().await;
     for i in 0..5 {
-        assert_eq!(app.post_events(&events("demo", &format!("p{i}"), 100)).await.0, 202);
+        assert_eq!(
+            app.post_events(&events("demo", &format!("p{i}"), 100))
+                .await
+                .0,
+            202
+        );
     }
     let mut c = app.connect("alice", &["demo"]).await;
-    let r = c.command(json!({"type": "subscribe", "channel": "feed:demo", "since": 0})).await;
+    let r = c
+        .command(json!({"type": "subscribe", "channel": "feed:demo", "since": 0}))
+        .await;
     // Events keep arriving while the replay (several pages) is read.
     let writer = async {
         for i in 0..10 {
-            assert_eq!(app.post_events(&events("demo", &format!("q{i}"), 20)).await.0, 202);
+            assert_eq!(
+                app.post_events(&events("demo", &format!("q{i}"), 20))
+                    .await
+                    .0,
+                202
+            );
         }
     };
     let reader = async {
         let sub = c.recv().await;
-        assert_eq!((sub["type"].as_str(), sub["ref"].as_i64()), (Some("subscribed"), Some(r)));
+        assert_eq!(
+            (sub["type"].as_str(), sub["ref"].as_i64()),
+            (Some("subscribed"), Some(r))
+        );
         assert_eq!(sub["recovered"], true);
         let mut got = Vec::new();
         while got.len() < 700 {
@@ -69,7 +92,8 @@ async fn a_long_replay_hands_over_to_live_without_gap_or_duplicate() {
     };
     let ((), got) = futures_util::join!(writer, reader);
     assert_eq!(offsets(&got), (1..=700).collect::<Vec<_>>());
-    c.expect_silence(std::time::Duration::from_millis(300)).await;
+    c.expect_silence(std::time::Duration::from_millis(300))
+        .await;
 }
 
 #[actix_web::test]
@@ -78,7 +102,10 @@ async fn without_since_or_from_the_future_the_recent_items_come() {
     app.post_events(&events("demo", "a", 25)).await;
     let mut c = app.connect("alice", &["demo"]).await;
     let sub = c.subscribe("feed:demo", None).await;
-    assert_eq!((sub["offset"].as_i64(), sub["recovered"].as_bool()), (Some(25), Some(false)));
+    assert_eq!(
+        (sub["offset"].as_i64(), sub["recovered"].as_bool()),
+        (Some(25), Some(false))
+    );
     let mut recent = Vec::new();
     for _ in 0..20 {
         recent.push(c.recv().await);
@@ -87,7 +114,10 @@ async fn without_since_or_from_the_future_the_recent_items_come() {
 
     let mut d = app.connect("alice", &["demo"]).await;
     let sub = d.subscribe("feed:demo", Some(99)).await;
-    assert_eq!((sub["offset"].as_i64(), sub["recovered"].as_bool()), (Some(25), Some(false)));
+    assert_eq!(
+        (sub["offset"].as_i64(), sub["recovered"].as_bool()),
+        (Some(25), Some(false))
+    );
     let first = d.recv().await;
     assert_eq!(first["offset"], 6);
 }
@@ -126,16 +156,42 @@ async fn history_pages_forward() {
     let app = spawn_app().await;
     app.post_events(&events("demo", "a", 250)).await;
     let token = app.token("alice", &["demo"]);
-    let (status, page) = app.get("/api/channels/feed:demo/history?since=0&limit=100", &token).await;
+    let (status, page) = app
+        .get("/api/channels/feed:demo/history?since=0&limit=100", &token)
+        .await;
     assert_eq!(status, 200);
-    assert_eq!((page["offset"].as_i64(), page["recovered"].as_bool()), (Some(250), Some(true)));
-    assert_eq!(offsets(page["items"].as_array().unwrap()), (1..=100).collect::<Vec<_>>());
-    let (_, page) = app.get("/api/channels/feed:demo/history?since=200&limit=100", &token).await;
-    assert_eq!(offsets(page["items"].as_array().unwrap()), (201..=250).collect::<Vec<_>>());
-    let (_, page) = app.get("/api/channels/feed:demo/history?limit=5", &token).await;
-    assert_eq!(offsets(page["items"].as_array().unwrap()), (246..=250).collect::<Vec<_>>());
-    let (status, body) = app.get("/api/channels/feed:demo/history?limit=0", &token).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("bad_request")));
+    assert_eq!(
+        (page["offset"].as_i64(), page["recovered"].as_bool()),
+        (Some(250), Some(true))
+    );
+    assert_eq!(
+        offsets(page["items"].as_array().unwrap()),
+        (1..=100).collect::<Vec<_>>()
+    );
+    let (_, page) = app
+        .get(
+            "/api/channels/feed:demo/history?since=200&limit=100",
+            &token,
+        )
+        .await;
+    assert_eq!(
+        offsets(page["items"].as_array().unwrap()),
+        (201..=250).collect::<Vec<_>>()
+    );
+    let (_, page) = app
+        .get("/api/channels/feed:demo/history?limit=5", &token)
+        .await;
+    assert_eq!(
+        offsets(page["items"].as_array().unwrap()),
+        (246..=250).collect::<Vec<_>>()
+    );
+    let (status, body) = app
+        .get("/api/channels/feed:demo/history?limit=0", &token)
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("bad_request"))
+    );
     let (status, _) = app.get("/api/channels/stats:demo/history", &token).await;
     assert_eq!(status, 400);
     let (status, _) = app.get("/api/channels/feed:other/history", &token).await;

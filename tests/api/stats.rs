@@ -33,11 +33,21 @@ async fn a_burst_of_1000_events_gives_few_frames_and_exact_numbers() {
             break;
         }
     }
-    assert!(frames.len() < 50, "{} stats frames for 1,000 events", frames.len());
-    let versions: Vec<i64> = frames.iter().map(|f| f["version"].as_i64().unwrap()).collect();
+    assert!(
+        frames.len() < 50,
+        "{} stats frames for 1,000 events",
+        frames.len()
+    );
+    let versions: Vec<i64> = frames
+        .iter()
+        .map(|f| f["version"].as_i64().unwrap())
+        .collect();
     assert!(versions.windows(2).all(|w| w[0] < w[1]), "{versions:?}");
     let last = frames.last().unwrap();
-    assert!(last["changed"].as_array().unwrap().contains(&json!("/counts/message.sent")));
+    assert!(last["changed"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("/counts/message.sent")));
     let s = &last["stats"];
     assert_eq!(s["scope"], "demo");
     assert_eq!(s["states"], json!({"chat": {"open": 3}}));
@@ -47,12 +57,15 @@ async fn a_burst_of_1000_events_gives_few_frames_and_exact_numbers() {
     assert!(s["last_event_at"].is_string());
 
     // The polling endpoint agrees, version included.
-    let (status, body) = app.get("/api/scopes/demo/stats", &app.token("bob", &["demo"])).await;
+    let (status, body) = app
+        .get("/api/scopes/demo/stats", &app.token("bob", &["demo"]))
+        .await;
     assert_eq!(status, 200);
     assert_eq!(body["counts"], s["counts"]);
     assert_eq!(body["version"], last["version"]);
     // Nothing changes, nothing is sent.
-    c.expect_silence(std::time::Duration::from_millis(600)).await;
+    c.expect_silence(std::time::Duration::from_millis(600))
+        .await;
 }
 
 #[actix_web::test]
@@ -74,12 +87,30 @@ async fn subject_state_is_the_latest_one_carried() {
         task("t2", "task.started", Some("in_progress")),
     ]);
     assert_eq!(app.post_events(&batch).await.0, 202);
-    assert_eq!(app.post_events(&json!([task("t2", "task.completed", Some("completed"))])).await.0, 202);
-    let (_, body) = app.get("/api/scopes/proj/stats", &app.token("a", &["*"])).await;
-    assert_eq!(body["states"], json!({"task": {"pending": 1, "in_progress": 1, "completed": 1}}));
-    assert_eq!(body["counts"], json!({"task.created": 3, "task.started": 2, "task.commented": 1, "task.completed": 1}));
+    assert_eq!(
+        app.post_events(&json!([task("t2", "task.completed", Some("completed"))]))
+            .await
+            .0,
+        202
+    );
+    let (_, body) = app
+        .get("/api/scopes/proj/stats", &app.token("a", &["*"]))
+        .await;
+    assert_eq!(
+        body["states"],
+        json!({"task": {"pending": 1, "in_progress": 1, "completed": 1}})
+    );
+    assert_eq!(
+        body["counts"],
+        json!({"task.created": 3, "task.started": 2, "task.commented": 1, "task.completed": 1})
+    );
     assert_eq!(body["online_users"], 0);
     // Scope access is checked.
-    let (status, body) = app.get("/api/scopes/proj/stats", &app.token("a", &["demo"])).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")));
+    let (status, body) = app
+        .get("/api/scopes/proj/stats", &app.token("a", &["demo"]))
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("forbidden"))
+    );
 }
