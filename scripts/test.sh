@@ -11,17 +11,6 @@ start=$SECONDS
 
 scripts/services.sh postgres redis
 
-# --- browser tests (later issue) -------------------------------------------
-# ensure_browser: install chromium + node + playwright-core for the browser
-# end-to-end tests. Not called yet; a later issue fills it in and calls it
-# below, before cargo test.
-# shellcheck disable=SC2317 # not called yet
-ensure_browser() {
-    : # TODO(browser tests): install chromium, node and playwright-core
-}
-# ensure_browser
-# ---------------------------------------------------------------------------
-
 if [[ -z ${DATABASE_URL:-} ]]; then
     export DATABASE_URL="postgres://postgres@${PGHOST:-127.0.0.1}:${PGPORT:-5432}/postgres"
 fi

@@ -44,7 +44,8 @@ pub struct Config {
     #[arg(long, env = "PULSEHUB_DB_POOL", default_value_t = 16)]
     pub db_pool: usize,
 
-    /// Redis URL for fan-out across replicas. Unset: single node, in-memory broker.
+    /// Redis URL for fan-out across replicas (not implemented yet: the hub
+    /// warns and runs single-node). Unset: single node, in-memory broker.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
 
@@ -56,7 +57,7 @@ pub struct Config {
     #[arg(long, env = "PULSEHUB_INGEST_KEY", hide_env_values = true)]
     pub ingest_key: Option<String>,
 
-    /// Demo mode: demo secrets when none are given, and a `demo` scope.
+    /// Demo mode: built-in demo secrets when none are given. Never in production.
     #[arg(long, env = "PULSEHUB_DEMO", default_value_t = false)]
     pub demo: bool,
 

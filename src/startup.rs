@@ -61,6 +61,11 @@ impl Application {
     /// Prepares the database, starts the actors and binds the listener.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         config.validate().map_err(anyhow::Error::msg)?;
+        if config.redis_url.is_some() {
+            tracing::warn!(
+                "REDIS_URL is set, but the Redis broker is not built yet: running as a single node"
+            );
+        }
         db::prepare(&config.database_url).await?;
         let pool = db::pool(&config.database_url, config.db_pool)?;
         let listener =
@@ -109,7 +114,9 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(data.clone())
-                .wrap(tracing_actix_web::TracingLogger::default())
+                .wrap(actix_web::middleware::from_fn(
+                    crate::telemetry::log_request,
+                ))
                 .configure(crate::routes::configure)
         })
         .on_connect(|conn, ext| {

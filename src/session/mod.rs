@@ -72,6 +72,8 @@ pub struct WsSession {
     expiry: Option<SpawnHandle>,
     /// Generation of subscriptions, so late results of an old one are dropped.
     generation: u64,
+    /// `session{id, user}`: entered while the actor handles socket input.
+    span: tracing::Span,
 }
 
 fn nz(n: u32) -> NonZeroU32 {
@@ -88,6 +90,7 @@ impl WsSession {
         let outbox = Arc::new(Outbox::new(c.outbox_frames, c.outbox_bytes));
         let id: SessionId = format!("s_{}", uuid::Uuid::new_v4().simple()).into();
         WsSession {
+            span: tracing::info_span!("session", id = %id, user = %claims.sub),
             id,
             claims,
             subs: HashMap::new(),
@@ -117,7 +120,8 @@ impl WsSession {
     }
 
     fn close(&self, ctx: &mut ws::WebsocketContext<Self>, code: u16, reason: &str) {
-        tracing::info!(code, reason, "closing session");
+        self.span
+            .in_scope(|| tracing::info!(code, reason, "closing session"));
         ctx.close(Some(ws::CloseReason {
             code: ws::CloseCode::from(code),
             description: Some(reason.to_string()),
@@ -564,7 +568,7 @@ impl Actor for WsSession {
             }
             ctx.ping(b"");
         });
-        tracing::debug!(session = %self.id, user = %self.claims.sub, "session started");
+        self.span.in_scope(|| tracing::debug!("session started"));
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -575,12 +579,14 @@ impl Actor for WsSession {
         self.state.presence.do_send(presence::ExitAll {
             session: self.id.clone(),
         });
-        tracing::debug!(session = %self.id, "session stopped");
+        self.span.in_scope(|| tracing::debug!("session stopped"));
     }
 }
 
 impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
     fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+        let span = self.span.clone();
+        let _entered = span.enter();
         self.last_heard = Instant::now();
         match msg {
             Ok(ws::Message::Text(text)) => self.on_text(&text, ctx),
