@@ -80,7 +80,7 @@ if [[ $(ready_status) != 200 ]]; then
     exit 1
 fi
 
-target/release/pulsehub simulate --scopes demo &
+target/release/pulsehub simulate --url "$base_url" --scopes demo &
 sim_pid=$!
 
 echo
