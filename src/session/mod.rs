@@ -249,22 +249,15 @@ impl WsSession {
     ) -> Result<(), HubError> {
         let channel = Channel::parse(name)?;
         self.claims.may_read(&channel)?;
-        // Subscribing again restarts the subscription (e.g. with a new `since`).
-        if let Some(existing) = self.subs.keys().find(|k| ***k == *name).cloned() {
-            self.drop_sub(&existing);
-        } else if self.subs.len() >= self.state.config.max_subscriptions {
+        let existing = self.subs.keys().find(|k| ***k == *name).cloned();
+        if existing.is_none() && self.subs.len() >= self.state.config.max_subscriptions {
             return Err(HubError::LimitReached(format!(
                 "at most {} subscriptions per connection",
                 self.state.config.max_subscriptions
             )));
         }
-        let name: Arc<str> = name.into();
-        self.generation += 1;
-        let generation = self.generation;
-        self.subs.insert(
-            name.clone(),
-            Sub::new(channel.clone(), generation, self.state.config.outbox_frames),
-        );
+        // Count the scope before dropping an existing subscription, so a
+        // re-subscription never looks like leaving the scope.
         if let Some(scope) = channel.scope() {
             let n = self.scopes.entry(scope.to_string()).or_insert(0);
             *n += 1;
@@ -276,6 +269,17 @@ impl WsSession {
                 });
             }
         }
+        // Subscribing again restarts the subscription (e.g. with a new `since`).
+        if let Some(existing) = existing {
+            self.drop_sub(&existing);
+        }
+        let name: Arc<str> = name.into();
+        self.generation += 1;
+        let generation = self.generation;
+        self.subs.insert(
+            name.clone(),
+            Sub::new(channel.clone(), generation, self.state.config.outbox_frames),
+        );
         // Register first: every frame published after this reaches us, and
         // what the initial load already contains is dropped by position.
         let registered = self.state.hub.send(hub::Subscribe {

@@ -148,3 +148,17 @@ async fn online_users_in_stats_follow_presence() {
     assert_eq!(f["changed"], json!(["/online_users"]));
     assert!(f["version"].as_i64() > first["version"].as_i64());
 }
+
+#[actix_web::test]
+async fn resubscribing_is_not_leaving() {
+    let app = spawn_app().await;
+    let mut watcher = app.connect("watcher", &["demo"]).await;
+    watcher.subscribe("presence:demo", None).await;
+    watcher.recv().await;
+    let mut alice = app.connect("alice", &["demo"]).await;
+    alice.subscribe("feed:demo", None).await;
+    assert_eq!(watcher.recv().await["op"], "join");
+    // Same channel again (e.g. with a new `since`): no presence change at all.
+    alice.subscribe("feed:demo", Some(0)).await;
+    watcher.expect_silence(Duration::from_millis(600)).await;
+}
