@@ -58,6 +58,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
+use crate::protocol::valid_scope;
 use anyhow::{bail, Context};
 use chrono::{DateTime, SecondsFormat, Utc};
 use rand::distributions::{Distribution, WeightedIndex};
@@ -1348,16 +1349,10 @@ impl ScopeState {
     }
 }
 
-/// A scope name: `[A-Za-z0-9_.-]{1,64}` (PROTOCOL.md).
-fn valid_scope(s: &str) -> bool {
-    (1..=64).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::valid_kind;
     use std::collections::HashMap;
     use std::sync::{Arc, Mutex};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -1380,15 +1375,6 @@ mod tests {
         (0..n)
             .map(|i| sim.next_event(t0 + chrono::Duration::milliseconds(200 * i as i64)))
             .collect()
-    }
-
-    fn valid_kind(s: &str) -> bool {
-        (1..=64).contains(&s.len())
-            && s.bytes().all(|b| {
-                b.is_ascii_lowercase()
-                    || b.is_ascii_digit()
-                    || matches!(b, b'_' | b'.' | b':' | b'-')
-            })
     }
 
     #[test]
