@@ -122,6 +122,11 @@ pub struct HubCounts {
     pub slow_consumers: u64,
 }
 
+const SHUTTING_DOWN: Close = Close {
+    code: 1001,
+    reason: "server shutting down",
+};
+
 /// How long a slow consumer has to close by itself before its socket is shut.
 const KILL_DELAY: Duration = Duration::from_secs(1);
 
@@ -136,6 +141,8 @@ pub struct Hub {
     broker: Arc<dyn Broker>,
     watcher: Recipient<Watch>,
     slow_consumers: u64,
+    /// Set by `Shutdown`: sessions that connect afterwards are closed at once.
+    closing: bool,
 }
 
 impl Hub {
@@ -146,6 +153,7 @@ impl Hub {
             broker,
             watcher,
             slow_consumers: 0,
+            closing: false,
         }
     }
 
@@ -200,6 +208,10 @@ impl Actor for Hub {
 impl Handler<Connect> for Hub {
     type Result = ();
     fn handle(&mut self, msg: Connect, _: &mut Context<Self>) {
+        if self.closing {
+            msg.peer.close.do_send(SHUTTING_DOWN);
+            return;
+        }
         self.sessions.insert(
             msg.session,
             Entry {
@@ -281,15 +293,12 @@ impl Handler<Publish> for Hub {
 impl Handler<Shutdown> for Hub {
     type Result = usize;
     fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> usize {
-        let n = self.sessions.len();
+        self.closing = true;
         for entry in self.sessions.values() {
             // `do_send`: a full mailbox must not keep this one session open.
-            entry.peer.close.do_send(Close {
-                code: 1001,
-                reason: "server shutting down",
-            });
+            entry.peer.close.do_send(SHUTTING_DOWN);
         }
-        n
+        self.sessions.len()
     }
 }
 

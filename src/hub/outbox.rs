@@ -29,11 +29,15 @@ impl Outbox {
     }
 
     /// Counts frames about to be queued; `false` (and nothing counted) when
-    /// they would take the connection past its limit.
+    /// the connection's unsent output has already reached its limit.
+    ///
+    /// The check is on what is *already* pending, not on the new delivery: a
+    /// group commit may publish thousands of frames at once, and a reader
+    /// that has caught up must be able to take such a burst.
     pub fn reserve(&self, frames: usize, bytes: usize) -> bool {
-        let f = self.frames.fetch_add(frames, Ordering::AcqRel) + frames;
-        let b = self.bytes.fetch_add(bytes, Ordering::AcqRel) + bytes;
-        if f > self.max_frames || b > self.max_bytes {
+        let f = self.frames.fetch_add(frames, Ordering::AcqRel);
+        let b = self.bytes.fetch_add(bytes, Ordering::AcqRel);
+        if f >= self.max_frames || b >= self.max_bytes {
             self.release(frames, bytes);
             return false;
         }
@@ -96,12 +100,18 @@ mod tests {
     #[test]
     fn reserve_respects_both_limits() {
         let o = Outbox::new(3, 100);
+        // A burst larger than the limit passes when nothing is pending.
+        assert!(o.reserve(5, 10));
+        assert!(!o.reserve(1, 1));
+        o.release(5, 10);
         assert!(o.reserve(2, 10));
-        assert!(!o.reserve(2, 10));
         assert!(o.reserve(1, 10));
-        assert!(!o.reserve(0, 81));
+        // Three frames pending: at the limit, nothing more.
+        assert!(!o.reserve(1, 1));
         o.release(3, 20);
         assert_eq!(o.pending(), (0, 0));
         assert!(o.reserve(1, 100));
+        // A hundred bytes pending: at the byte limit.
+        assert!(!o.reserve(1, 1));
     }
 }

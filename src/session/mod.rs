@@ -133,8 +133,8 @@ impl WsSession {
         if let Some(h) = self.expiry.take() {
             ctx.cancel_future(h);
         }
-        let left = (self.claims.exp - chrono::Utc::now().timestamp()).max(0) as u64;
-        self.expiry = Some(ctx.run_later(Duration::from_secs(left), |act, ctx| {
+        let left = (self.claims.exp * 1000 - chrono::Utc::now().timestamp_millis()).max(0) as u64;
+        self.expiry = Some(ctx.run_later(Duration::from_millis(left), |act, ctx| {
             act.close(ctx, 1008, "token expired");
         }));
     }
@@ -609,7 +609,14 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
                     );
                 }
             }
-            Ok(ws::Message::Ping(p)) => ctx.pong(&p),
+            // Pings count against the command rate too; over it, no pong.
+            Ok(ws::Message::Ping(p)) => match self.limiter.check() {
+                Ok(()) => ctx.pong(&p),
+                Err(_) if self.abuse.check().is_err() => {
+                    self.close(ctx, 1008, "repeated abuse: command rate exceeded")
+                }
+                Err(_) => {}
+            },
             Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
             Ok(ws::Message::Close(reason)) => {
                 ctx.close(reason);

@@ -143,10 +143,17 @@ async fn drop_stale_databases(admin: &mut AsyncPgConnection) {
     .await
     .unwrap_or_default();
     for db in dbs {
-        let pid = db.datname.split('_').nth(2).and_then(|p| p.parse::<u32>().ok());
+        let pid = db
+            .datname
+            .split('_')
+            .nth(2)
+            .and_then(|p| p.parse::<u32>().ok());
         if pid.is_some_and(|p| !std::path::Path::new(&format!("/proc/{p}")).exists()) {
             let _ = admin
-                .batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", db.datname))
+                .batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    db.datname
+                ))
                 .await;
         }
     }
@@ -170,7 +177,9 @@ pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     config.database_url = fresh_database().await;
     tweak(&mut config);
     pulsehub::telemetry::init(pulsehub::config::LogFormat::Pretty);
-    let app = Application::build(config.clone()).await.expect("building the app");
+    let app = Application::build(config.clone())
+        .await
+        .expect("building the app");
     let port = app.port();
     let stopper = app.stopper();
     let state = app.state();
@@ -203,8 +212,13 @@ impl TestApp {
 
     pub async fn connect_token(&self, token: &str) -> WsClient {
         let url = format!("ws://127.0.0.1:{}/ws?token={token}", self.port);
-        let (stream, _) = tokio_tungstenite::connect_async(url).await.expect("ws connect");
-        let mut c = WsClient { stream, next_ref: 1 };
+        let (stream, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("ws connect");
+        let mut c = WsClient {
+            stream,
+            next_ref: 1,
+        };
         let welcome = c.recv().await;
         assert_eq!(welcome["type"], "welcome", "{welcome}");
         c
@@ -225,13 +239,21 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {
-        let res = self.http.get(self.url(path)).bearer_auth(token).send().await.unwrap();
+        let res = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
         let status = res.status().as_u16();
         (status, res.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn db(&self) -> AsyncPgConnection {
-        AsyncPgConnection::establish(&self.database_url).await.unwrap()
+        AsyncPgConnection::establish(&self.database_url)
+            .await
+            .unwrap()
     }
 }
 
@@ -290,7 +312,9 @@ impl WsClient {
     pub async fn try_recv(&mut self, wait: Duration) -> Option<Value> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let msg = tokio::time::timeout_at(deadline, self.stream.next()).await.ok()??;
+            let msg = tokio::time::timeout_at(deadline, self.stream.next())
+                .await
+                .ok()??;
             match msg.expect("websocket error") {
                 Message::Text(t) => return Some(serde_json::from_str(&t).unwrap()),
                 Message::Close(c) => panic!("closed unexpectedly: {c:?}"),
@@ -351,4 +375,220 @@ pub fn offsets(frames: &[Value]) -> Vec<i64> {
         .filter(|f| f["type"] == "event" || f["type"] == "notification")
         .map(|f| f["offset"].as_i64().unwrap())
         .collect()
+}
+
+// ---- Added for the abuse and lifecycle tests -------------------------------
+
+/// The headers that make a plain HTTP GET a WebSocket handshake.
+pub const UPGRADE_HEADERS: [(&str, &str); 4] = [
+    ("Connection", "Upgrade"),
+    ("Upgrade", "websocket"),
+    ("Sec-WebSocket-Version", "13"),
+    ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+];
+
+impl TestApp {
+    /// Attempts the `/ws` handshake with reqwest (`query` such as
+    /// `?token=…`, plus extra headers); returns the status (101: accepted)
+    /// and, for a refusal, the JSON body (`Null` when it is not JSON).
+    pub async fn handshake(&self, query: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+        let mut req = self.http.get(self.url(&format!("/ws{query}")));
+        for (name, value) in UPGRADE_HEADERS.iter().chain(headers) {
+            req = req.header(*name, *value);
+        }
+        let res = req.send().await.expect("handshake request");
+        let status = res.status().as_u16();
+        if status == 101 {
+            return (status, Value::Null);
+        }
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Connects a real client with extra handshake headers (e.g. `Origin`)
+    /// and reads `welcome`; on refusal, the HTTP status.
+    pub async fn try_connect(
+        &self,
+        token: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<WsClient, u16> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+        let url = format!("ws://127.0.0.1:{}/ws?token={token}", self.port);
+        let mut req = url.into_client_request().unwrap();
+        for (name, value) in headers {
+            req.headers_mut().insert(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        match tokio_tungstenite::connect_async(req).await {
+            Ok((stream, _)) => {
+                let mut c = WsClient {
+                    stream,
+                    next_ref: 1,
+                };
+                let welcome = c.recv().await;
+                assert_eq!(welcome["type"], "welcome", "{welcome}");
+                Ok(c)
+            }
+            Err(tokio_tungstenite::tungstenite::Error::Http(res)) => Err(res.status().as_u16()),
+            Err(e) => panic!("ws connect: {e}"),
+        }
+    }
+
+    /// A WebSocket connection that is read by hand (see [`RawWs`]).
+    pub async fn raw_connect(&self, token: &str) -> RawWs {
+        RawWs::connect(self.port, token).await
+    }
+}
+
+/// Connects to a hub on `port` (e.g. a child process) and reads `welcome`.
+pub async fn connect_at(port: u16, token: &str) -> WsClient {
+    let url = format!("ws://127.0.0.1:{port}/ws?token={token}");
+    let (stream, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("ws connect");
+    let mut c = WsClient {
+        stream,
+        next_ref: 1,
+    };
+    let welcome = c.recv().await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    c
+}
+
+/// A WebSocket client that never writes after the handshake: unlike
+/// tungstenite, it does not answer pings, and it reads a close frame even
+/// when the server resets the connection right after (nothing it writes
+/// provokes a reset).
+pub struct RawWs {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// Opcodes of RFC 6455.
+pub const OP_TEXT: u8 = 0x1;
+pub const OP_CLOSE: u8 = 0x8;
+
+impl RawWs {
+    pub async fn connect(port: u16, token: &str) -> RawWs {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("tcp connect");
+        let mut request = format!("GET /ws?token={token} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n");
+        for (name, value) in UPGRADE_HEADERS {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        let end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(PATIENCE, stream.read(&mut chunk))
+                .await
+                .expect("handshake response in time")
+                .unwrap();
+            assert!(n > 0, "connection closed during the handshake");
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+        assert!(
+            head.starts_with("HTTP/1.1 101"),
+            "handshake refused: {head}"
+        );
+        buf.drain(..end);
+        RawWs { stream, buf }
+    }
+
+    /// The next frame (opcode, payload) within `wait`; `None` on end of
+    /// stream, error or timeout.
+    pub async fn frame(&mut self, wait: Duration) -> Option<(u8, Vec<u8>)> {
+        use tokio::io::AsyncReadExt;
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some((frame, used)) = parse_frame(&self.buf) {
+                self.buf.drain(..used);
+                return Some(frame);
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
+                Ok(Ok(n)) if n > 0 => self.buf.extend_from_slice(&chunk[..n]),
+                _ => return None,
+            }
+        }
+    }
+
+    /// The next text frame as JSON, skipping control frames (panics after
+    /// [`PATIENCE`] or on a close).
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            match self.frame(PATIENCE).await {
+                Some((OP_TEXT, payload)) => return serde_json::from_slice(&payload).unwrap(),
+                Some((OP_CLOSE, payload)) => panic!("closed unexpectedly: {payload:?}"),
+                Some(_) => continue,
+                None => panic!("no frame within {PATIENCE:?}"),
+            }
+        }
+    }
+
+    /// Reads until the server closes (within `wait`, else panics): the code
+    /// of its close frame, or `None` when the stream ended without one.
+    pub async fn close_code(&mut self, wait: Duration) -> Option<u16> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.frame(left).await {
+                Some((OP_CLOSE, payload)) if payload.len() >= 2 => {
+                    return Some(u16::from_be_bytes([payload[0], payload[1]]))
+                }
+                Some((OP_CLOSE, _)) => return Some(1005),
+                Some(_) => continue,
+                None if tokio::time::Instant::now() >= deadline => {
+                    panic!("connection not closed within {wait:?}")
+                }
+                None => return None,
+            }
+        }
+    }
+}
+
+/// One frame from the front of `buf`: ((opcode, unmasked payload), bytes used).
+fn parse_frame(buf: &[u8]) -> Option<((u8, Vec<u8>), usize)> {
+    if buf.len() < 2 {
+        return None;
+    }
+    let opcode = buf[0] & 0x0f;
+    let masked = buf[1] & 0x80 != 0;
+    let (len, mut at) = match buf[1] & 0x7f {
+        126 => (
+            u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?) as usize,
+            4,
+        ),
+        127 => (
+            u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?) as usize,
+            10,
+        ),
+        n => (n as usize, 2),
+    };
+    let mask = if masked {
+        let m: [u8; 4] = buf.get(at..at + 4)?.try_into().ok()?;
+        at += 4;
+        Some(m)
+    } else {
+        None
+    };
+    let payload = buf.get(at..at + len)?;
+    let payload = match mask {
+        Some(m) => payload
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b ^ m[i % 4])
+            .collect(),
+        None => payload.to_vec(),
+    };
+    Some(((opcode, payload), at + len))
 }
