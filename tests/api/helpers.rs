@@ -211,17 +211,7 @@ impl TestApp {
     }
 
     pub async fn connect_token(&self, token: &str) -> WsClient {
-        let url = format!("ws://127.0.0.1:{}/ws?token={token}", self.port);
-        let (stream, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .expect("ws connect");
-        let mut c = WsClient {
-            stream,
-            next_ref: 1,
-        };
-        let welcome = c.recv().await;
-        assert_eq!(welcome["type"], "welcome", "{welcome}");
-        c
+        connect_at(self.port, token).await
     }
 
     /// Posts events with the ingest key; returns status and body.
@@ -321,6 +311,15 @@ impl WsClient {
                 _ => continue,
             }
         }
+    }
+
+    /// The next `n` text frames.
+    pub async fn recv_n(&mut self, n: usize) -> Vec<Value> {
+        let mut frames = Vec::with_capacity(n);
+        for _ in 0..n {
+            frames.push(self.recv().await);
+        }
+        frames
     }
 
     /// Frames until one of `type` arrives; returns it and those skipped.

@@ -42,10 +42,7 @@ async fn idempotency_keys_make_retries_harmless() {
         app.post_events(&mixed).await.1,
         json!({"accepted": 3, "duplicates": 2})
     );
-    let mut got = Vec::new();
-    for _ in 0..7 {
-        got.push(c.recv().await);
-    }
+    let got = c.recv_n(7).await;
     assert_eq!(offsets(&got), (1..=7).collect::<Vec<_>>());
     c.expect_silence(std::time::Duration::from_millis(300))
         .await;

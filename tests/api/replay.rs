@@ -9,10 +9,7 @@ async fn since_replays_exactly_the_missed_items_then_live_ones() {
     let mut c = app.connect("alice", &["demo"]).await;
     c.subscribe("feed:demo", None).await;
     app.post_events(&events("demo", "a", 5)).await;
-    let mut seen = Vec::new();
-    for _ in 0..5 {
-        seen.push(c.recv().await);
-    }
+    let seen = c.recv_n(5).await;
     assert_eq!(offsets(&seen), vec![1, 2, 3, 4, 5]);
     drop(c);
 
@@ -24,18 +21,12 @@ async fn since_replays_exactly_the_missed_items_then_live_ones() {
         (sub["offset"].as_i64(), sub["recovered"].as_bool()),
         (Some(12), Some(true))
     );
-    let mut replay = Vec::new();
-    for _ in 0..7 {
-        replay.push(c.recv().await);
-    }
+    let replay = c.recv_n(7).await;
     assert_eq!(offsets(&replay), (6..=12).collect::<Vec<_>>());
     assert_eq!(replay[0]["event"]["data"]["tag"], "b");
     // Then live ones.
     app.post_events(&events("demo", "c", 3)).await;
-    let mut live = Vec::new();
-    for _ in 0..3 {
-        live.push(c.recv().await);
-    }
+    let live = c.recv_n(3).await;
     assert_eq!(offsets(&live), vec![13, 14, 15]);
     c.expect_silence(std::time::Duration::from_millis(300))
         .await;
@@ -106,10 +97,7 @@ async fn without_since_or_from_the_future_the_recent_items_come() {
         (sub["offset"].as_i64(), sub["recovered"].as_bool()),
         (Some(25), Some(false))
     );
-    let mut recent = Vec::new();
-    for _ in 0..20 {
-        recent.push(c.recv().await);
-    }
+    let recent = c.recv_n(20).await;
     assert_eq!(offsets(&recent), (6..=25).collect::<Vec<_>>());
 
     let mut d = app.connect("alice", &["demo"]).await;
@@ -136,18 +124,12 @@ async fn pruned_history_is_not_recovered() {
     // Offsets 3 and 4 are gone: since=2 cannot be recovered; the recent items come.
     let sub = c.subscribe("feed:demo", Some(2)).await;
     assert_eq!(sub["recovered"], false);
-    let mut recent = Vec::new();
-    for _ in 0..6 {
-        recent.push(c.recv().await);
-    }
+    let recent = c.recv_n(6).await;
     assert_eq!(offsets(&recent), (5..=10).collect::<Vec<_>>());
     // since=4 needs 5 onwards, which is kept: a recovery.
     let sub = c.subscribe("feed:demo", Some(4)).await;
     assert_eq!(sub["recovered"], true);
-    let mut got = Vec::new();
-    for _ in 0..6 {
-        got.push(c.recv().await);
-    }
+    let got = c.recv_n(6).await;
     assert_eq!(offsets(&got), (5..=10).collect::<Vec<_>>());
 }
 
