@@ -44,10 +44,18 @@ pub struct Config {
     #[arg(long, env = "PULSEHUB_DB_POOL", default_value_t = 16)]
     pub db_pool: usize,
 
-    /// Redis URL for fan-out across replicas (not implemented yet: the hub
-    /// warns and runs single-node). Unset: single node, in-memory broker.
+    /// Redis URL for fan-out across replicas. Unset: single node, in-memory broker.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
+
+    /// Prefix of every Redis key and channel (replicas of one cluster share it).
+    #[arg(long, env = "PULSEHUB_REDIS_PREFIX", default_value = "pulsehub")]
+    pub redis_prefix: String,
+
+    /// Seconds after which another replica's presence, unrefreshed, expires
+    /// (its users leave). Refreshed every third of this.
+    #[arg(long, env = "PULSEHUB_PRESENCE_TTL_SECS", default_value_t = 15)]
+    pub presence_ttl_secs: u64,
 
     /// HS256 secret that signs browser tokens (JWT).
     #[arg(long, env = "PULSEHUB_JWT_SECRET", hide_env_values = true)]
@@ -192,6 +200,9 @@ impl Config {
     }
     pub fn idle(&self) -> Duration {
         Duration::from_secs(self.idle_secs)
+    }
+    pub fn presence_ttl(&self) -> Duration {
+        Duration::from_secs(self.presence_ttl_secs.max(1))
     }
     pub fn presence_grace(&self) -> Duration {
         Duration::from_millis(self.presence_grace_ms)

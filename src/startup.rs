@@ -8,11 +8,11 @@
 //! lets the server finish.
 
 use crate::auth::TokenKeys;
-use crate::broker::{memory::InMemoryBroker, Broker};
+use crate::broker::{memory::InMemoryBroker, redis::RedisBroker, Broker, Inbound};
 use crate::config::Config;
 use crate::db::{self, Pool};
 use crate::hub::Hub;
-use crate::presence::PresenceHub;
+use crate::presence::{self, PresenceHub};
 use crate::stats::{self, StatsAggregator};
 use actix::prelude::*;
 use actix_web::dev::{Server, ServerHandle};
@@ -72,11 +72,28 @@ impl Application {
             TcpListener::bind(&config.bind).with_context(|| format!("binding {}", config.bind))?;
         let port = listener.local_addr()?.port();
 
-        // The hub's address exists before the hub, so the broker can be
-        // built first and handed to everyone.
+        // Actors' addresses exist before the actors, so the broker (which
+        // delivers to them) can be built first and handed to everyone.
         let hub_ctx = Context::<Hub>::new();
-        let broker: Arc<dyn Broker> = Arc::new(InMemoryBroker::new(hub_ctx.address().recipient()));
-        let aggregator = StatsAggregator::new(
+        let presence_ctx = Context::<PresenceHub>::new();
+        let stats_ctx = Context::<StatsAggregator>::new();
+        let instance = config.instance();
+        let inbound = Inbound {
+            hub: hub_ctx.address().recipient(),
+            resync: hub_ctx.address().recipient(),
+            presence: presence_ctx.address().recipient(),
+            stats: stats_ctx.address().recipient(),
+        };
+        let broker: Arc<dyn Broker> = match &config.redis_url {
+            Some(url) => Arc::new(RedisBroker::start(
+                url,
+                &config.redis_prefix,
+                &instance,
+                inbound,
+            )?),
+            None => Arc::new(InMemoryBroker::new(inbound.hub)),
+        };
+        let aggregator = stats_ctx.run(StatsAggregator::new(
             pool.clone(),
             broker.clone(),
             stats::Settings {
@@ -88,19 +105,21 @@ impl Application {
                 queue_max: config.ingest_queue,
                 batch_max: config.batch_max,
             },
-        )
-        .start();
+        ));
         let hub = hub_ctx.run(Hub::new(broker.clone(), aggregator.clone().recipient()));
-        let presence = PresenceHub::new(
+        let presence = presence_ctx.run(PresenceHub::new(
+            hub.clone().recipient(),
             broker.clone(),
             aggregator.clone().recipient(),
-            config.presence_grace(),
-            config.idle(),
-        )
-        .start();
+            presence::Timers {
+                grace: config.presence_grace(),
+                idle: config.idle(),
+                ttl: config.presence_ttl(),
+            },
+        ));
 
         let state = web::Data::new(AppState {
-            instance: config.instance(),
+            instance,
             tokens: TokenKeys::new(config.jwt_secret().unwrap_or_default()),
             ingest_key: config.ingest_key().unwrap_or_default().to_string(),
             pool,

@@ -65,6 +65,7 @@ pub struct Watch {
 pub struct Peer {
     pub deliver: Recipient<Deliver>,
     pub close: Recipient<Close>,
+    pub resync: Recipient<Resync>,
     pub outbox: Arc<Outbox>,
     pub socket: Arc<Socket>,
 }
@@ -104,6 +105,12 @@ pub struct Publish {
     pub channel: Arc<str>,
     pub frames: Frames,
 }
+
+/// The broker reconnected: frames may have been missed. Every session reads
+/// its recoverable channels from its position onwards.
+#[derive(Message, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct Resync;
 
 /// Closes every session with 1001 (server shutting down); replies how many.
 #[derive(Message)]
@@ -286,6 +293,15 @@ impl Handler<Publish> for Hub {
         }
         for session in slow {
             self.slow_consumer(&session, ctx);
+        }
+    }
+}
+
+impl Handler<Resync> for Hub {
+    type Result = ();
+    fn handle(&mut self, _: Resync, _: &mut Context<Self>) {
+        for entry in self.sessions.values() {
+            let _ = entry.peer.resync.try_send(Resync);
         }
     }
 }

@@ -1,22 +1,29 @@
-//! The PresenceHub actor: who is online per scope on this replica.
+//! The PresenceHub actor: who is online per scope, across replicas.
 //!
-//! Sessions report entering and leaving scopes and their activity; the actor
-//! keeps the [`registry::Registry`], publishes `join`/`leave`/`update` frames
-//! on `presence:{scope}` through the broker, answers `sync` snapshots, and
-//! reports each scope's user count to the stats aggregator (`online_users`).
+//! Sessions report entering and leaving scopes and their activity; the local
+//! [`registry::Registry`] keeps this replica's sessions (with the leave grace
+//! and idle marking). Each local change is gossiped to the other replicas,
+//! and a full snapshot every third of the TTL; [`cluster::Cluster`] keeps
+//! theirs and forgets a replica not heard from for the TTL. The merged view
+//! decides what clients see: `join` on a user's first session anywhere,
+//! `leave` when the last one is gone everywhere, `update` otherwise.
 //!
-//! Every frame carries a per-scope sequence number (`Outbound::seq`) so a
-//! subscribing session can drop diffs already contained in its `sync`.
+//! Every replica computes the same merged view, so presence frames go to
+//! local subscribers only (not through the broker). Each carries a per-scope
+//! sequence number (`Outbound::seq`) so a subscribing session can drop diffs
+//! already contained in its `sync`. User counts go to the stats aggregator.
 
+pub mod cluster;
 pub mod registry;
 
-use crate::broker::Broker;
-use crate::hub::{Outbound, SessionId};
+use crate::broker::{Broker, FromReplica, Gossip};
+use crate::hub::{Outbound, Publish, SessionId};
 use crate::protocol::{encode, Channel, PresenceOp, PresenceUser, ServerFrame, UserRef};
 use crate::stats::Online;
 use actix::prelude::*;
+use cluster::{merge, Cluster, Touched};
 use registry::{Change, Registry};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -63,64 +70,126 @@ pub struct Snapshot {
     pub scope: String,
 }
 
+/// Timers of presence.
+#[derive(Debug, Clone, Copy)]
+pub struct Timers {
+    /// Before a user's last local session leaving counts as leaving.
+    pub grace: Duration,
+    /// Without activity before a user is idle.
+    pub idle: Duration,
+    /// Before another replica's unrefreshed presence is forgotten.
+    pub ttl: Duration,
+}
+
 pub struct PresenceHub {
     registry: Registry,
+    cluster: Cluster,
+    /// The merged view clients have been told about: scope → user → state.
+    view: HashMap<String, BTreeMap<String, PresenceUser>>,
     seqs: HashMap<String, i64>,
+    hub: Recipient<Publish>,
     broker: Arc<dyn Broker>,
     stats: Recipient<Online>,
-    grace: Duration,
-    idle: Duration,
+    timers: Timers,
 }
 
 impl PresenceHub {
     pub fn new(
+        hub: Recipient<Publish>,
         broker: Arc<dyn Broker>,
         stats: Recipient<Online>,
-        grace: Duration,
-        idle: Duration,
+        timers: Timers,
     ) -> Self {
         PresenceHub {
             registry: Registry::default(),
+            cluster: Cluster::default(),
+            view: HashMap::new(),
             seqs: HashMap::new(),
+            hub,
             broker,
             stats,
-            grace,
-            idle,
+            timers,
         }
     }
 
-    fn next_seq(&mut self, scope: &str) -> i64 {
-        let seq = self.seqs.entry(scope.to_string()).or_insert(0);
-        *seq += 1;
-        *seq
+    /// Local changes: gossip them, then show what they change.
+    fn local(&mut self, changes: Vec<Change>) {
+        let touched: Touched = changes.into_iter().map(|c| (c.scope, c.user.id)).collect();
+        for (scope, id) in &touched {
+            self.broker.gossip(Gossip::User {
+                scope: scope.clone(),
+                id: id.clone(),
+                user: self.registry.user(scope, id),
+            });
+        }
+        self.show(touched);
     }
 
-    fn announce(&mut self, change: Change) {
-        let channel = Channel::Presence(change.scope.clone()).to_string();
-        let user = match change.op {
-            PresenceOp::Leave => serde_json::json!({"id": change.user.id}),
-            _ => serde_json::to_value(&change.user).unwrap_or_default(),
-        };
+    /// Recomputes the merged state of touched users and announces changes.
+    fn show(&mut self, touched: Touched) {
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for (scope, id) in touched {
+            let local = self.registry.user(&scope, &id);
+            let merged = merge(local.iter().chain(self.cluster.entries(&scope, &id)));
+            let users = self.view.entry(scope.clone()).or_default();
+            let op = match (users.get(&id), &merged) {
+                (None, Some(_)) => PresenceOp::Join,
+                (Some(_), None) => PresenceOp::Leave,
+                (Some(before), Some(now)) if before != now => PresenceOp::Update,
+                _ => continue,
+            };
+            let user = match merged {
+                Some(m) => {
+                    let value = serde_json::to_value(&m).unwrap_or_default();
+                    users.insert(id.clone(), m);
+                    value
+                }
+                None => {
+                    users.remove(&id);
+                    serde_json::json!({ "id": id })
+                }
+            };
+            let count = users.len();
+            if users.is_empty() {
+                self.view.remove(&scope);
+            }
+            self.announce(&scope, op, count, &user);
+            counts.insert(scope, count);
+        }
+        for (scope, count) in counts {
+            self.stats.do_send(Online { scope, count });
+        }
+    }
+
+    fn announce(&mut self, scope: &str, op: PresenceOp, count: usize, user: &serde_json::Value) {
+        let channel = Channel::Presence(scope.to_string()).to_string();
         let text = encode(&ServerFrame::Presence {
             channel: &channel,
-            op: change.op,
-            count: change.count,
+            op,
+            count,
             users: None,
-            user: Some(&user),
+            user: Some(user),
         });
-        let seq = self.next_seq(&change.scope);
-        self.broker
-            .publish(&channel, Arc::new([Outbound { seq, text }]));
-        self.stats.do_send(Online {
-            scope: change.scope,
-            count: change.count,
+        let seq = self.seqs.entry(scope.to_string()).or_insert(0);
+        *seq += 1;
+        let frames = Arc::new([Outbound { seq: *seq, text }]);
+        self.hub.do_send(Publish {
+            channel: channel.into(),
+            frames,
         });
     }
 
-    fn announce_all(&mut self, changes: Vec<Change>) {
-        for c in changes {
-            self.announce(c);
-        }
+    fn users(&self, scope: &str) -> Vec<PresenceUser> {
+        self.view
+            .get(scope)
+            .map(|u| u.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn gossip_all(&self) {
+        self.broker.gossip(Gossip::Presence {
+            scopes: self.registry.all(),
+        });
     }
 }
 
@@ -128,13 +197,17 @@ impl Actor for PresenceHub {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let every = (self.grace / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+        let every =
+            (self.timers.grace / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
         ctx.run_interval(every, |act, _| {
             let now = Instant::now();
-            let mut changes = act.registry.expire(act.grace, now);
-            changes.extend(act.registry.mark_idle(act.idle, now));
-            act.announce_all(changes);
+            let mut changes = act.registry.expire(act.timers.grace, now);
+            changes.extend(act.registry.mark_idle(act.timers.idle, now));
+            act.local(changes);
+            let gone = act.cluster.expire(act.timers.ttl, now);
+            act.show(gone);
         });
+        ctx.run_interval(self.timers.ttl / 3, |act, _| act.gossip_all());
     }
 }
 
@@ -144,7 +217,7 @@ impl Handler<Enter> for PresenceHub {
         let change = self
             .registry
             .join(&msg.scope, &msg.session, &msg.user, Instant::now());
-        self.announce_all(change.into_iter().collect());
+        self.local(change.into_iter().collect());
     }
 }
 
@@ -154,7 +227,7 @@ impl Handler<Exit> for PresenceHub {
         let change = self
             .registry
             .leave(&msg.scope, &msg.session, Instant::now());
-        self.announce_all(change.into_iter().collect());
+        self.local(change.into_iter().collect());
     }
 }
 
@@ -162,10 +235,13 @@ impl Handler<ExitAll> for PresenceHub {
     type Result = ();
     fn handle(&mut self, msg: ExitAll, _: &mut Context<Self>) {
         let now = Instant::now();
-        for scope in self.registry.scopes_of(&msg.session) {
-            let change = self.registry.leave(&scope, &msg.session, now);
-            self.announce_all(change.into_iter().collect());
-        }
+        let changes = self
+            .registry
+            .scopes_of(&msg.session)
+            .into_iter()
+            .filter_map(|scope| self.registry.leave(&scope, &msg.session, now))
+            .collect();
+        self.local(changes);
     }
 }
 
@@ -175,7 +251,26 @@ impl Handler<Activity> for PresenceHub {
         let changes = self
             .registry
             .activity(&msg.session, msg.action.as_deref(), Instant::now());
-        self.announce_all(changes);
+        self.local(changes);
+    }
+}
+
+impl Handler<FromReplica> for PresenceHub {
+    type Result = ();
+    fn handle(&mut self, msg: FromReplica, _: &mut Context<Self>) {
+        let now = Instant::now();
+        let touched = match msg.gossip {
+            Gossip::Presence { scopes } => self.cluster.full(&msg.instance, scopes, now),
+            Gossip::User { scope, id, user } => {
+                self.cluster.user(&msg.instance, &scope, &id, user, now)
+            }
+            Gossip::Hello => {
+                self.gossip_all();
+                Vec::new()
+            }
+            Gossip::Dirty { .. } => Vec::new(),
+        };
+        self.show(touched);
     }
 }
 
@@ -183,7 +278,7 @@ impl Handler<Sync> for PresenceHub {
     type Result = MessageResult<Sync>;
     fn handle(&mut self, msg: Sync, _: &mut Context<Self>) -> Self::Result {
         let channel = Channel::Presence(msg.scope.clone()).to_string();
-        let users = self.registry.users(&msg.scope);
+        let users = self.users(&msg.scope);
         let text = encode(&ServerFrame::Presence {
             channel: &channel,
             op: PresenceOp::Sync,
@@ -199,7 +294,7 @@ impl Handler<Sync> for PresenceHub {
 impl Handler<Snapshot> for PresenceHub {
     type Result = MessageResult<Snapshot>;
     fn handle(&mut self, msg: Snapshot, _: &mut Context<Self>) -> Self::Result {
-        let users = self.registry.users(&msg.scope);
+        let users = self.users(&msg.scope);
         MessageResult((users.len(), users))
     }
 }

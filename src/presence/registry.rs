@@ -61,6 +61,19 @@ impl Registry {
         self.scopes.get(scope).map_or(0, BTreeMap::len)
     }
 
+    /// A local user of a scope, as gossiped to other replicas.
+    pub fn user(&self, scope: &str, id: &str) -> Option<PresenceUser> {
+        self.scopes.get(scope)?.get(id).map(|p| p.view(id))
+    }
+
+    /// Every scope's local users.
+    pub fn all(&self) -> HashMap<String, Vec<PresenceUser>> {
+        self.scopes
+            .keys()
+            .map(|s| (s.clone(), self.users(s)))
+            .collect()
+    }
+
     pub fn users(&self, scope: &str) -> Vec<PresenceUser> {
         self.scopes
             .get(scope)

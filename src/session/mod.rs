@@ -22,7 +22,7 @@ use crate::auth::Claims;
 use crate::db::queries;
 use crate::error::HubError;
 use crate::hub::outbox::{Outbox, Socket};
-use crate::hub::{self, Close, Deliver, Outbound, SessionId};
+use crate::hub::{self, Close, Deliver, Outbound, Resync, SessionId};
 use crate::presence;
 use crate::protocol::{encode, error_frame, parse_command, Channel, Command, Request, ServerFrame};
 use crate::startup::AppState;
@@ -549,6 +549,7 @@ impl Actor for WsSession {
             peer: hub::Peer {
                 deliver: ctx.address().recipient(),
                 close: ctx.address().recipient(),
+                resync: ctx.address().recipient(),
                 outbox: self.outbox.clone(),
                 socket: self.socket.clone(),
             },
@@ -671,6 +672,23 @@ impl Handler<Deliver> for WsSession {
         }
         if let Some(after) = gap_after {
             self.fetch_page(msg.channel, generation, after, ctx);
+        }
+    }
+}
+
+impl Handler<Resync> for WsSession {
+    type Result = ();
+    /// Frames may have been missed (the broker reconnected): read every live
+    /// recoverable channel from its position; what is already sent is skipped.
+    fn handle(&mut self, _: Resync, ctx: &mut Self::Context) {
+        let due: Vec<(Arc<str>, u64, i64)> = self
+            .subs
+            .iter()
+            .filter(|(_, s)| s.can_resync())
+            .map(|(name, s)| (name.clone(), s.generation, s.position()))
+            .collect();
+        for (name, generation, after) in due {
+            self.fetch_page(name, generation, after, ctx);
         }
     }
 }

@@ -52,6 +52,11 @@ impl Sub {
         }
     }
 
+    /// Live and recoverable: a resync may read what was missed.
+    pub fn can_resync(&self) -> bool {
+        self.recoverable && self.state == State::Live
+    }
+
     pub fn position(&self) -> i64 {
         self.position
     }

@@ -16,7 +16,7 @@
 pub mod debounce;
 pub mod diff;
 
-use crate::broker::Broker;
+use crate::broker::{Broker, FromReplica, Gossip};
 use crate::db::{queries, Pool};
 use crate::error::HubError;
 use crate::events::{event_frame, notification_frame, EventView, NewEvent, NewNotification};
@@ -279,10 +279,16 @@ impl StatsAggregator {
             }
         }
         let now = Instant::now();
+        let mut dirty = Vec::new();
         for (scope, frames) in feeds {
             self.broker
                 .publish(&Channel::Feed(scope.to_string()).to_string(), frames.into());
             self.touch(scope, now);
+            dirty.push(scope.to_string());
+        }
+        if !dirty.is_empty() {
+            // Other replicas' stats subscribers of these scopes are stale too.
+            self.broker.gossip(Gossip::Dirty { scopes: dirty });
         }
         let mut notified = Vec::new();
         for (n, offset) in notes.iter().zip(&done.notification_offsets) {
@@ -328,8 +334,27 @@ impl StatsAggregator {
         }
     }
 
-    /// Recomputes a scope's stats now (one computation per scope at a time).
+    /// Recomputes a scope's stats now (one computation per scope at a time
+    /// here, and, when nobody here is waiting for it, one per debounce window
+    /// in the cluster: the replica that claims the window computes and
+    /// publishes to all).
     fn refresh(&mut self, scope: String, ctx: &mut Context<Self>) {
+        let waited_for = self.waiters.contains_key(&scope) || !self.snapshots.contains_key(&scope);
+        if !waited_for && !self.computing.contains(&scope) {
+            let claim = self
+                .broker
+                .claim(&format!("stats:{scope}"), self.settings.debounce);
+            ctx.spawn(claim.into_actor(self).map(move |won, act, ctx| {
+                if won {
+                    act.compute(scope, ctx);
+                }
+            }));
+            return;
+        }
+        self.compute(scope, ctx);
+    }
+
+    fn compute(&mut self, scope: String, ctx: &mut Context<Self>) {
         if !self.computing.insert(scope.clone()) {
             // Running already: make sure a fresh one follows.
             self.debouncer.mark(&scope, Instant::now());
@@ -521,6 +546,18 @@ impl Handler<Online> for StatsAggregator {
         }
         if changed {
             self.touch(&msg.scope, Instant::now());
+        }
+    }
+}
+
+impl Handler<FromReplica> for StatsAggregator {
+    type Result = ();
+    fn handle(&mut self, msg: FromReplica, _: &mut Context<Self>) {
+        if let Gossip::Dirty { scopes } = msg.gossip {
+            let now = Instant::now();
+            for scope in scopes {
+                self.touch(&scope, now);
+            }
         }
     }
 }

@@ -1,0 +1,490 @@
+//! Redis pub/sub broker: fan-out across replicas.
+//!
+//! - Frames are delivered to the local hub at once and published to Redis
+//!   once, on `{prefix}:c:{channel}`, encoded once (a small binary envelope
+//!   around the already-encoded frames). A replica drops its own messages.
+//! - A replica subscribes only to channels with local interest, plus
+//!   `{prefix}:gossip` for replica-to-replica messages.
+//! - Writes are queued (bounded; a full queue drops and counts) and sent by
+//!   one task as pipelines. Both connections reconnect by themselves with
+//!   backoff; while Redis is down, local delivery, ingest and commits go on,
+//!   `/ready` reports it, and after the reconnection the hub is told to
+//!   resync so sessions read what they missed from PostgreSQL.
+
+use super::{Broker, BrokerCounts, FromReplica, Gossip, Health, Inbound};
+use crate::hub::{Frames, Outbound, Publish, Resync};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures_util::future::BoxFuture;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Writes waiting for Redis; beyond this they are dropped (and counted).
+const QUEUE: usize = 65_536;
+/// Writes sent in one pipeline at most.
+const PIPELINE: usize = 512;
+/// Every Redis call gives up after this.
+const TIMEOUT: Duration = Duration::from_secs(2);
+/// How often an idle subscription connection is checked.
+const PING_EVERY: Duration = Duration::from_secs(1);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(3);
+
+enum Op {
+    Publish(String, Bytes),
+    Claim(String, Duration, oneshot::Sender<bool>),
+}
+
+#[derive(Default)]
+struct Shared {
+    subscribed: AtomicBool,
+    writable: AtomicBool,
+    error: Mutex<String>,
+    published: AtomicU64,
+    received: AtomicU64,
+    errors: AtomicU64,
+    dropped: AtomicU64,
+}
+
+impl Shared {
+    fn fail(&self, what: &str, e: impl std::fmt::Display) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        let msg = format!("{what}: {e}");
+        tracing::warn!(error = %msg, "redis");
+        *self.error.lock().unwrap_or_else(|e| e.into_inner()) = msg;
+    }
+}
+
+pub struct RedisBroker {
+    instance: Arc<str>,
+    prefix: Arc<str>,
+    hub: actix::Recipient<Publish>,
+    ops: mpsc::Sender<Op>,
+    interest: mpsc::UnboundedSender<(String, bool)>,
+    shared: Arc<Shared>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    i: String,
+    #[serde(flatten)]
+    g: Gossip,
+}
+
+impl RedisBroker {
+    /// Starts the writer and subscriber tasks on the current (actix) runtime.
+    /// Never fails on an unreachable Redis: it keeps trying.
+    pub fn start(
+        url: &str,
+        prefix: &str,
+        instance: &str,
+        inbound: Inbound,
+    ) -> anyhow::Result<Self> {
+        let client = redis::Client::open(url)?;
+        let (ops, ops_rx) = mpsc::channel(QUEUE);
+        let (interest, interest_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared::default());
+        let broker = RedisBroker {
+            instance: instance.into(),
+            prefix: prefix.into(),
+            hub: inbound.hub.clone(),
+            ops,
+            interest,
+            shared: shared.clone(),
+        };
+        actix::spawn(writer(
+            client.clone(),
+            ops_rx,
+            shared.clone(),
+            broker.instance.clone(),
+        ));
+        actix::spawn(subscriber(Subscriber {
+            client,
+            prefix: broker.prefix.clone(),
+            instance: broker.instance.clone(),
+            inbound,
+            interest: interest_rx,
+            wanted: HashSet::new(),
+            shared,
+            ops: broker.ops.clone(),
+        }));
+        Ok(broker)
+    }
+
+    fn send(&self, op: Op) {
+        if self.ops.try_send(op).is_err() {
+            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Broker for RedisBroker {
+    fn publish(&self, channel: &str, frames: Frames) {
+        let payload = encode_frames(&self.instance, &frames);
+        self.hub.do_send(Publish {
+            channel: channel.into(),
+            frames,
+        });
+        self.send(Op::Publish(format!("{}:c:{channel}", self.prefix), payload));
+    }
+
+    fn interest(&self, channel: &str, interested: bool) {
+        let _ = self
+            .interest
+            .send((format!("{}:c:{channel}", self.prefix), interested));
+    }
+
+    fn gossip(&self, gossip: Gossip) {
+        let envelope = Envelope {
+            i: self.instance.to_string(),
+            g: gossip,
+        };
+        if let Ok(json) = serde_json::to_vec(&envelope) {
+            self.send(Op::Publish(format!("{}:gossip", self.prefix), json.into()));
+        }
+    }
+
+    fn claim(&self, key: &str, ttl: Duration) -> BoxFuture<'static, bool> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Op::Claim(format!("{}:claim:{key}", self.prefix), ttl, tx));
+        // No answer (queue full, Redis down): do the work here.
+        Box::pin(async move { rx.await.unwrap_or(true) })
+    }
+
+    fn health(&self) -> Health {
+        if self.shared.subscribed.load(Ordering::Acquire)
+            && self.shared.writable.load(Ordering::Acquire)
+        {
+            Health::Up
+        } else {
+            let e = self
+                .shared
+                .error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            Health::Down(if e.is_empty() { "connecting".into() } else { e })
+        }
+    }
+
+    fn counts(&self) -> BrokerCounts {
+        BrokerCounts {
+            published: self.shared.published.load(Ordering::Relaxed),
+            received: self.shared.received.load(Ordering::Relaxed),
+            errors: self.shared.errors.load(Ordering::Relaxed),
+            dropped: self.shared.dropped.load(Ordering::Relaxed),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+}
+
+/// `origin, count, (seq, len, bytes)*` — frames stay the bytes they were.
+fn encode_frames(instance: &str, frames: &[Outbound]) -> Bytes {
+    let size: usize = frames.iter().map(|f| f.text.len() + 12).sum();
+    let mut b = BytesMut::with_capacity(instance.len() + 6 + size);
+    b.put_u16(instance.len() as u16);
+    b.put_slice(instance.as_bytes());
+    b.put_u32(frames.len() as u32);
+    for f in frames {
+        b.put_i64(f.seq);
+        b.put_u32(f.text.len() as u32);
+        b.put_slice(f.text.as_bytes());
+    }
+    b.freeze()
+}
+
+/// The origin and frames of a payload; `None` when malformed.
+fn decode_frames(mut b: Bytes) -> Option<(String, Vec<Outbound>)> {
+    let take = |b: &mut Bytes, n: usize| (b.remaining() >= n).then(|| b.split_to(n));
+    let n = take(&mut b, 2)?.get_u16() as usize;
+    let origin = String::from_utf8(take(&mut b, n)?.to_vec()).ok()?;
+    let count = take(&mut b, 4)?.get_u32() as usize;
+    let mut frames = Vec::with_capacity(count.min(10_000));
+    for _ in 0..count {
+        let seq = take(&mut b, 8)?.get_i64();
+        let len = take(&mut b, 4)?.get_u32() as usize;
+        let text = bytestring::ByteString::try_from(take(&mut b, len)?).ok()?;
+        frames.push(Outbound { seq, text });
+    }
+    Some((origin, frames))
+}
+
+/// Sends queued writes as pipelines over one connection, reconnecting as needed.
+async fn writer(
+    client: redis::Client,
+    mut ops: mpsc::Receiver<Op>,
+    shared: Arc<Shared>,
+    instance: Arc<str>,
+) {
+    let mut backoff = BACKOFF_MIN;
+    let mut conn: Option<redis::aio::MultiplexedConnection> = None;
+    let mut batch = Vec::with_capacity(PIPELINE);
+    while ops.recv_many(&mut batch, PIPELINE).await > 0 {
+        if conn.is_none() {
+            match tokio::time::timeout(TIMEOUT, client.get_multiplexed_async_connection()).await {
+                Ok(Ok(c)) => {
+                    conn = Some(c);
+                    backoff = BACKOFF_MIN;
+                    shared.writable.store(true, Ordering::Release);
+                }
+                Ok(Err(e)) => shared.fail("connecting", e),
+                Err(_) => shared.fail("connecting", "timed out"),
+            }
+        }
+        let Some(c) = conn.as_mut() else {
+            // Down: what was queued is dropped (clients recover by offset);
+            // claims are granted so every replica serves its own clients.
+            drop_batch(&mut batch, &shared);
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+            continue;
+        };
+        let mut pipe = redis::pipe();
+        let mut claims = Vec::new();
+        let mut publishes = 0u64;
+        for op in batch.drain(..) {
+            match op {
+                Op::Publish(channel, payload) => {
+                    pipe.cmd("PUBLISH")
+                        .arg(channel)
+                        .arg(payload.as_ref())
+                        .ignore();
+                    publishes += 1;
+                }
+                Op::Claim(key, ttl, reply) => {
+                    pipe.cmd("SET")
+                        .arg(key)
+                        .arg(&*instance)
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(ttl.as_millis().max(1) as u64);
+                    claims.push(reply);
+                }
+            }
+        }
+        match tokio::time::timeout(TIMEOUT, pipe.query_async::<Vec<redis::Value>>(c)).await {
+            Ok(Ok(values)) => {
+                shared.published.fetch_add(publishes, Ordering::Relaxed);
+                for (reply, value) in claims.into_iter().zip(values) {
+                    let _ = reply.send(!matches!(value, redis::Value::Nil));
+                }
+            }
+            outcome => {
+                match outcome {
+                    Ok(Err(e)) => shared.fail("publishing", e),
+                    _ => shared.fail("publishing", "timed out"),
+                }
+                shared.dropped.fetch_add(publishes, Ordering::Relaxed);
+                for reply in claims {
+                    let _ = reply.send(true);
+                }
+                conn = None;
+                shared.writable.store(false, Ordering::Release);
+            }
+        }
+    }
+}
+
+fn drop_batch(batch: &mut Vec<Op>, shared: &Shared) {
+    for op in batch.drain(..) {
+        match op {
+            Op::Publish(..) => {
+                shared.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            Op::Claim(_, _, reply) => {
+                let _ = reply.send(true);
+            }
+        }
+    }
+}
+
+struct Subscriber {
+    client: redis::Client,
+    prefix: Arc<str>,
+    instance: Arc<str>,
+    inbound: Inbound,
+    interest: mpsc::UnboundedReceiver<(String, bool)>,
+    wanted: HashSet<String>,
+    shared: Arc<Shared>,
+    ops: mpsc::Sender<Op>,
+}
+
+/// Keeps one subscription connection up, subscribed to what is wanted.
+async fn subscriber(mut s: Subscriber) {
+    let mut backoff = BACKOFF_MIN;
+    let gossip_channel = format!("{}:gossip", s.prefix);
+    loop {
+        while let Ok((channel, on)) = s.interest.try_recv() {
+            s.want(channel, on);
+        }
+        match s.session(&gossip_channel).await {
+            Ok(()) => backoff = BACKOFF_MIN,
+            Err(e) => s.shared.fail("subscription", e),
+        }
+        s.shared.subscribed.store(false, Ordering::Release);
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+impl Subscriber {
+    fn want(&mut self, channel: String, on: bool) {
+        if on {
+            self.wanted.insert(channel);
+        } else {
+            self.wanted.remove(&channel);
+        }
+    }
+
+    /// One connection's life; returns when it breaks.
+    async fn session(&mut self, gossip_channel: &str) -> Result<(), String> {
+        let pubsub = tokio::time::timeout(TIMEOUT, self.client.get_async_pubsub())
+            .await
+            .map_err(|_| "connect timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+        let (mut sink, mut stream) = pubsub.split();
+        let mut all: Vec<String> = self.wanted.iter().cloned().collect();
+        all.push(gossip_channel.to_string());
+        call(sink.subscribe(all)).await?;
+        self.shared.subscribed.store(true, Ordering::Release);
+        tracing::info!(channels = self.wanted.len(), "redis subscription up");
+        // Anything published while we were away is in PostgreSQL.
+        self.inbound.resync.do_send(Resync);
+        self.gossip(Gossip::Hello);
+        let mut ping = tokio::time::interval(PING_EVERY);
+        loop {
+            tokio::select! {
+                msg = stream.next() => {
+                    let Some(msg) = msg else { return Err("connection closed".into()) };
+                    self.shared.received.fetch_add(1, Ordering::Relaxed);
+                    self.dispatch(msg.get_channel_name(), msg.get_payload_bytes(), gossip_channel);
+                }
+                change = self.interest.recv() => {
+                    let Some((channel, on)) = change else { return Ok(()) };
+                    if on {
+                        call(sink.subscribe(&channel)).await?;
+                    } else {
+                        call(sink.unsubscribe(&channel)).await?;
+                    }
+                    self.want(channel, on);
+                }
+                _ = ping.tick() => {
+                    call(sink.ping::<String>()).await?;
+                }
+            }
+        }
+    }
+
+    fn gossip(&self, g: Gossip) {
+        let envelope = Envelope {
+            i: self.instance.to_string(),
+            g,
+        };
+        if let Ok(json) = serde_json::to_vec(&envelope) {
+            let _ = self
+                .ops
+                .try_send(Op::Publish(format!("{}:gossip", self.prefix), json.into()));
+        }
+    }
+
+    fn dispatch(&self, channel: &str, payload: &[u8], gossip_channel: &str) {
+        if channel == gossip_channel {
+            let Ok(env) = serde_json::from_slice::<Envelope>(payload) else {
+                return;
+            };
+            if *env.i == *self.instance {
+                return;
+            }
+            let msg = FromReplica {
+                instance: env.i,
+                gossip: env.g,
+            };
+            match msg.gossip {
+                Gossip::Dirty { .. } => self.inbound.stats.do_send(msg),
+                _ => self.inbound.presence.do_send(msg),
+            }
+            return;
+        }
+        let Some(name) = channel
+            .strip_prefix(&*self.prefix)
+            .and_then(|c| c.strip_prefix(":c:"))
+        else {
+            return;
+        };
+        match decode_frames(Bytes::copy_from_slice(payload)) {
+            Some((origin, frames)) if *origin != *self.instance => {
+                self.inbound.hub.do_send(Publish {
+                    channel: name.into(),
+                    frames: frames.into(),
+                })
+            }
+            Some(_) => {}
+            None => tracing::warn!(channel = name, "malformed frames from redis"),
+        }
+    }
+}
+
+async fn call<T>(f: impl std::future::Future<Output = redis::RedisResult<T>>) -> Result<T, String> {
+    match tokio::time::timeout(TIMEOUT, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip() {
+        let frames = vec![
+            Outbound {
+                seq: 7,
+                text: r#"{"type":"event","offset":7}"#.into(),
+            },
+            Outbound {
+                seq: -1,
+                text: "é".into(),
+            },
+        ];
+        let (origin, back) = decode_frames(encode_frames("hub-a", &frames)).unwrap();
+        assert_eq!(origin, "hub-a");
+        assert_eq!(back.len(), 2);
+        assert_eq!(
+            (back[0].seq, &*back[0].text),
+            (7, r#"{"type":"event","offset":7}"#)
+        );
+        assert_eq!((back[1].seq, &*back[1].text), (-1, "é"));
+        // Truncated or garbage payloads are refused, not trusted.
+        let whole = encode_frames("hub-a", &frames);
+        assert!(decode_frames(whole.slice(..whole.len() - 1)).is_none());
+        assert!(decode_frames(Bytes::from_static(b"\xff")).is_none());
+    }
+
+    #[test]
+    fn gossip_envelope() {
+        let json = serde_json::to_string(&Envelope {
+            i: "hub-a".into(),
+            g: Gossip::Dirty {
+                scopes: vec!["demo".into()],
+            },
+        })
+        .unwrap();
+        assert_eq!(json, r#"{"i":"hub-a","k":"dirty","scopes":["demo"]}"#);
+        let back: Envelope = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            back.g,
+            Gossip::Dirty {
+                scopes: vec!["demo".into()]
+            }
+        );
+    }
+}
