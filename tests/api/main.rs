@@ -7,4 +7,5 @@ mod lifecycle;
 mod presence;
 mod protocol;
 mod replay;
+mod smoke;
 mod stats;

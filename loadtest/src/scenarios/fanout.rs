@@ -1,0 +1,231 @@
+//! `fanout`: C subscribers on one scope (or spread over S scopes); a
+//! publisher ingests E events/s through `POST /api/events`, each event
+//! stamped with its send time. Reports loss, duplication, order and the
+//! latency from ingest to delivery, per delivery and for the last receiver
+//! of each event.
+
+use crate::measure::{self, histogram, Latency};
+use crate::publisher::{self, Plan, Published};
+use crate::report::RunInfo;
+use crate::swarm::{tally, Delivery, Swarm, SwarmSpec};
+use crate::target::{run_id, Target};
+use serde::Serialize;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct FanoutOpts {
+    pub connections: usize,
+    pub scopes: usize,
+    /// Events per second (all scopes together).
+    pub rate: f64,
+    pub duration: Duration,
+    /// One ingest request per tick carries the events due.
+    pub tick: Duration,
+    pub inflight: usize,
+    pub connect_concurrency: usize,
+    /// After the last publish, how long to wait for stragglers.
+    pub drain: Duration,
+    pub progress: bool,
+}
+
+impl Default for FanoutOpts {
+    fn default() -> Self {
+        FanoutOpts {
+            connections: 100,
+            scopes: 1,
+            rate: 200.0,
+            duration: Duration::from_secs(10),
+            tick: Duration::from_millis(10),
+            inflight: 8,
+            connect_concurrency: 200,
+            drain: Duration::from_secs(10),
+            progress: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FanoutReport {
+    #[serde(flatten)]
+    pub info: RunInfo,
+    pub connections: usize,
+    pub subscribed: usize,
+    pub connect_failed: usize,
+    pub scopes: usize,
+    pub rate_target: f64,
+    pub duration_s: f64,
+    pub publish: Published,
+    #[serde(flatten)]
+    pub delivery: Delivery,
+    /// Ingest (send time) → delivery, every delivery.
+    pub latency: Latency,
+    /// Per event: ingest → delivery to its last receiver.
+    pub last_receiver: Latency,
+    pub delivered_per_s: f64,
+    pub connect_latency: Latency,
+    pub first_error: Option<String>,
+    /// Resident memory of this load generator at the end.
+    pub loadtest_rss_mb: f64,
+}
+
+/// Runs the scenario; `Err` only when it cannot run at all.
+pub async fn run(target: Arc<Target>, opts: &FanoutOpts) -> anyhow::Result<FanoutReport> {
+    let mut info = RunInfo::start("fanout", &target);
+    let id = run_id();
+    let scopes: Vec<String> = (0..opts.scopes.max(1))
+        .map(|k| format!("lt-{id}-{k}"))
+        .collect();
+    let total = (opts.rate * opts.duration.as_secs_f64()).round().max(1.0) as u64;
+    let per_scope = (total as usize).div_ceil(scopes.len()) + 1;
+
+    let bar = measure::progress(opts.progress, opts.connections as u64, "subscribing");
+    let swarm = Swarm::start(
+        target.clone(),
+        SwarmSpec {
+            connections: opts.connections,
+            scopes: scopes.clone(),
+            connect_concurrency: opts.connect_concurrency,
+            reconnect: false,
+            events_per_scope: per_scope,
+            user_prefix: format!("lt-{id}-u"),
+        },
+    );
+    let limit = Duration::from_secs(60) + Duration::from_millis(opts.connections as u64 * 10);
+    let subscribed = swarm.wait_ready(limit, &bar).await;
+    bar.finish_and_clear();
+    let connect_failed = opts.connections - subscribed;
+
+    // Publish, then wait until everything acknowledged has arrived.
+    let plan = Plan {
+        scopes: scopes.clone(),
+        rate: opts.rate,
+        total,
+        tick: opts.tick,
+        inflight: opts.inflight,
+        keys: None,
+        retry_for: Duration::ZERO,
+    };
+    let planned_deliveries = total * subscribed as u64 / scopes.len() as u64;
+    let bar = measure::progress(opts.progress, planned_deliveries, "delivering");
+    let started = Instant::now();
+    let started_us = crate::target::unix_micros();
+    let publisher = tokio::spawn(publisher::run(target.clone(), plan));
+    while !publisher.is_finished() {
+        bar.set_position(swarm.state.delivered.load(Ordering::Relaxed));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let publish = publisher.await?;
+    let expected = swarm.expected(&publish.stored_per_scope);
+    bar.set_length(expected.max(1));
+    let drain_until = Instant::now() + opts.drain;
+    while Instant::now() < drain_until {
+        let delivered = swarm.state.delivered.load(Ordering::Relaxed);
+        bar.set_position(delivered);
+        if delivered >= expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    bar.finish_and_clear();
+    let first_error = swarm.first_error().or(publish.first_error.clone());
+    let state = swarm.state.clone();
+    let results = swarm.stop().await;
+    let delivery = tally(&results, &publish.stored_per_scope);
+
+    let mut last = histogram();
+    for (scope, slots) in state.last_receiver.iter().enumerate() {
+        let stored = publish.stored_per_scope.get(scope).copied().unwrap_or(0) as usize;
+        for slot in slots.iter().take(stored) {
+            let v = slot.load(Ordering::Relaxed);
+            if v > 0 {
+                last.saturating_record(v);
+            }
+        }
+    }
+    let last_us = state.last_delivery_us.load(Ordering::Relaxed);
+    let span_s = if last_us > started_us {
+        (last_us - started_us) as f64 / 1e6
+    } else {
+        started.elapsed().as_secs_f64()
+    };
+    info.finish();
+    Ok(FanoutReport {
+        info,
+        connections: opts.connections,
+        subscribed,
+        connect_failed,
+        scopes: scopes.len(),
+        rate_target: opts.rate,
+        duration_s: opts.duration.as_secs_f64(),
+        delivered_per_s: delivery.delivered as f64 / span_s.max(1e-9),
+        delivery,
+        publish,
+        latency: state.latency.summary(),
+        last_receiver: Latency::of(&last),
+        connect_latency: state.connect_latency.summary(),
+        first_error,
+        loadtest_rss_mb: measure::own_rss_bytes().unwrap_or(0) as f64 / 1048576.0,
+    })
+}
+
+impl FanoutReport {
+    pub fn table(&self) -> String {
+        let d = &self.delivery;
+        let p = &self.publish;
+        let mut t = self.info.header();
+        t += &format!(
+            "subscribers        {} of {} subscribed over {} scope(s) ({} failed)\n",
+            self.subscribed, self.connections, self.scopes, self.connect_failed
+        );
+        t += &format!(
+            "published          {} events in {:.1}s = {:.0}/s (target {:.0}/s); {} requests, {} failed\n",
+            p.stored, p.elapsed_s, p.rate_achieved, self.rate_target, p.requests, p.failed_requests
+        );
+        t += &format!("ingest request     {}\n", p.request_latency.line());
+        t += &format!(
+            "delivered          {} of {} expected: lost {}, duplicated {}, out of order {}, disconnects {}\n",
+            d.delivered, d.expected, d.lost, d.duplicated, d.out_of_order, d.disconnects
+        );
+        t += &format!("latency (all)      {}\n", self.latency.line());
+        t += &format!("latency (last rx)  {}\n", self.last_receiver.line());
+        t += &format!("delivered frames/s {:.0}\n", self.delivered_per_s);
+        t += &format!("connect→welcome    {}\n", self.connect_latency.line());
+        if let Some(e) = &self.first_error {
+            t += &format!("first error        {e}\n");
+        }
+        t
+    }
+
+    /// What `--check` fails on.
+    pub fn problems(&self) -> Vec<String> {
+        let d = &self.delivery;
+        let mut p = Vec::new();
+        if self.connect_failed > 0 {
+            p.push(format!(
+                "{} subscribers failed to connect",
+                self.connect_failed
+            ));
+        }
+        if self.publish.failed_events > 0 {
+            p.push(format!(
+                "{} events not ingested",
+                self.publish.failed_events
+            ));
+        }
+        if d.lost > 0 {
+            p.push(format!("{} deliveries lost", d.lost));
+        }
+        if d.duplicated > 0 {
+            p.push(format!("{} deliveries duplicated", d.duplicated));
+        }
+        if d.out_of_order > 0 {
+            p.push(format!("{} deliveries out of order", d.out_of_order));
+        }
+        if d.disconnects > 0 {
+            p.push(format!("{} subscribers disconnected", d.disconnects));
+        }
+        p
+    }
+}

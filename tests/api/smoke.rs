@@ -1,0 +1,81 @@
+//! Smoke runs of the load generator (`loadtest/`) against a real hub: they
+//! assert behaviour (nothing lost, duplicated or reordered; every client
+//! served), never timings, which belong to docs/benchmarks.md.
+
+use crate::helpers::*;
+use pulsehub_loadtest::scenarios::{connect, fanout, presence};
+use pulsehub_loadtest::Target;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn target(app: &TestApp) -> Arc<Target> {
+    Arc::new(Target::new(&[app.url("")], SECRET, INGEST_KEY).expect("a loopback target"))
+}
+
+#[actix_web::test]
+async fn fanout_to_100_subscribers_loses_nothing() {
+    let app = spawn_app().await;
+    let opts = fanout::FanoutOpts {
+        connections: 100,
+        scopes: 1,
+        rate: 100.0,
+        duration: Duration::from_secs(3),
+        drain: Duration::from_secs(20),
+        ..Default::default()
+    };
+    let report = fanout::run(target(&app), &opts).await.expect("fanout ran");
+    let d = &report.delivery;
+    assert_eq!(report.subscribed, 100, "{}", report.table());
+    assert_eq!(report.publish.stored, 300, "{}", report.table());
+    assert_eq!(d.expected, 300 * 100, "{}", report.table());
+    assert_eq!(d.delivered, d.expected, "{}", report.table());
+    assert_eq!(d.lost, 0, "{}", report.table());
+    assert_eq!(d.duplicated, 0, "{}", report.table());
+    assert_eq!(d.out_of_order, 0, "{}", report.table());
+    assert_eq!(d.disconnects, 0, "{}", report.table());
+    assert!(report.problems().is_empty(), "{}", report.table());
+    assert_eq!(report.latency.count, 300 * 100);
+}
+
+#[actix_web::test]
+async fn fanout_over_several_scopes_keeps_each_feed_whole() {
+    let app = spawn_app().await;
+    let opts = fanout::FanoutOpts {
+        connections: 30,
+        scopes: 3,
+        rate: 60.0,
+        duration: Duration::from_secs(2),
+        drain: Duration::from_secs(20),
+        ..Default::default()
+    };
+    let report = fanout::run(target(&app), &opts).await.expect("fanout ran");
+    assert_eq!(report.publish.stored_per_scope, vec![40, 40, 40]);
+    // Each subscriber gets only its own scope's events.
+    assert_eq!(report.delivery.expected, 120 * 10, "{}", report.table());
+    assert!(report.problems().is_empty(), "{}", report.table());
+}
+
+#[actix_web::test]
+async fn connect_and_presence_scenarios_run() {
+    let app = spawn_app().await;
+    let t = target(&app);
+    let opts = connect::ConnectOpts {
+        connections: 50,
+        concurrency: 10,
+        hold: Duration::ZERO,
+        ..Default::default()
+    };
+    let report = connect::run(t.clone(), &opts).await.expect("connect ran");
+    assert_eq!(report.opened, 50, "{}", report.table());
+    assert_eq!(report.per_instance.get("hub-test"), Some(&50));
+    let opts = presence::PresenceOpts {
+        clients: 10,
+        rounds: 1,
+        rate: 100.0,
+        ..Default::default()
+    };
+    let report = presence::run(t, &opts).await.expect("presence ran");
+    assert!(report.problems().is_empty(), "{}", report.table());
+    assert_eq!(report.join_agreement.count, 1);
+    assert_eq!(report.leave_agreement.count, 1);
+}
