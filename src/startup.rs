@@ -61,11 +61,6 @@ impl Application {
     /// Prepares the database, starts the actors and binds the listener.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         config.validate().map_err(anyhow::Error::msg)?;
-        if config.redis_url.is_some() {
-            tracing::warn!(
-                "REDIS_URL is set, but the Redis broker is not built yet: running as a single node"
-            );
-        }
         db::prepare(&config.database_url).await?;
         let pool = db::pool(&config.database_url, config.db_pool)?;
         let listener =

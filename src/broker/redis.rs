@@ -376,7 +376,7 @@ impl Subscriber {
                     self.want(channel, on);
                 }
                 _ = ping.tick() => {
-                    call(sink.ping::<String>()).await?;
+                    call(sink.ping::<redis::Value>()).await?;
                 }
             }
         }

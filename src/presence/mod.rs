@@ -130,8 +130,19 @@ impl PresenceHub {
         let mut counts: BTreeMap<String, usize> = BTreeMap::new();
         for (scope, id) in touched {
             let local = self.registry.user(&scope, &id);
-            let merged = merge(local.iter().chain(self.cluster.entries(&scope, &id)));
+            let mut merged = merge(local.iter().chain(self.cluster.entries(&scope, &id)));
             let users = self.view.entry(scope.clone()).or_default();
+            // Still present: `since` and `last_active` do not go back when
+            // the replica that held the earliest or latest entry drops out.
+            if let (Some(m), Some(before)) = (merged.as_mut(), users.get(&id)) {
+                if before.since < m.since {
+                    m.since = before.since.clone();
+                }
+                if before.last_active > m.last_active {
+                    m.last_active = before.last_active.clone();
+                    m.activity = before.activity.clone();
+                }
+            }
             let op = match (users.get(&id), &merged) {
                 (None, Some(_)) => PresenceOp::Join,
                 (Some(_), None) => PresenceOp::Leave,

@@ -176,6 +176,37 @@ pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = test_config();
     config.database_url = fresh_database().await;
     tweak(&mut config);
+    start_app(config).await
+}
+
+/// The Redis the cluster tests use (`scripts/test.sh` starts it).
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// `n` replicas (`hub-a`, `hub-b`, …) on one fresh database and one Redis,
+/// under a key prefix of their own; returns once every replica is ready.
+pub async fn spawn_cluster(n: usize, tweak: impl Fn(&mut Config)) -> Vec<TestApp> {
+    let database_url = fresh_database().await;
+    let prefix = format!("pulsehub_test_{}", uuid::Uuid::new_v4().simple());
+    let mut apps = Vec::new();
+    for i in 0..n {
+        let mut config = test_config();
+        config.database_url = database_url.clone();
+        config.redis_url = Some(redis_url());
+        config.redis_prefix = prefix.clone();
+        config.instance_id = Some(format!("hub-{}", (b'a' + i as u8) as char));
+        tweak(&mut config);
+        apps.push(start_app(config).await);
+    }
+    for app in &apps {
+        app.wait_ready().await;
+    }
+    apps
+}
+
+/// A hub for `config`, served in the background.
+pub async fn start_app(config: Config) -> TestApp {
     pulsehub::telemetry::init(pulsehub::config::LogFormat::Pretty);
     let app = Application::build(config.clone())
         .await
@@ -238,6 +269,23 @@ impl TestApp {
             .unwrap();
         let status = res.status().as_u16();
         (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Waits until `/ready` answers 200 (PostgreSQL and the broker are up).
+    pub async fn wait_ready(&self) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            if let Ok(res) = self.http.get(self.url("/ready")).send().await {
+                if res.status() == 200 {
+                    return;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "hub not ready in time"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub async fn db(&self) -> AsyncPgConnection {
@@ -590,4 +638,139 @@ fn parse_frame(buf: &[u8]) -> Option<((u8, Vec<u8>), usize)> {
         None => payload.to_vec(),
     };
     Some(((opcode, payload), at + len))
+}
+
+/// A `pulsehub serve` child process (killed if the test ends early), for
+/// what a process must show: signals, `kill -9`.
+pub struct HubProcess {
+    pub child: tokio::process::Child,
+    pub port: u16,
+    log: std::path::PathBuf,
+}
+
+impl HubProcess {
+    /// Starts the binary on a free port with the test secrets, `env` on top,
+    /// and waits until it is ready.
+    pub async fn start(database_url: &str, env: &[(&str, &str)]) -> HubProcess {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = std::env::temp_dir().join(format!("pulsehub-test-{port}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_pulsehub"));
+        cmd.arg("serve")
+            .env("DATABASE_URL", database_url)
+            .env("PULSEHUB_BIND", format!("127.0.0.1:{port}"))
+            .env("PULSEHUB_JWT_SECRET", SECRET)
+            .env("PULSEHUB_INGEST_KEY", INGEST_KEY)
+            .env("PULSEHUB_WORKERS", "2")
+            .env("PULSEHUB_DEMO", "false")
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("starting pulsehub");
+        let mut hub = HubProcess { child, port, log };
+        let http = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = http.get(hub.url("/ready")).send().await;
+            if ready.is_ok_and(|r| r.status() == 200) {
+                return hub;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not ready in 30 s:\n{}",
+                hub.log()
+            );
+            assert!(
+                hub.child.try_wait().unwrap().is_none(),
+                "exited:\n{}",
+                hub.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id().expect("running") as i32
+    }
+
+    /// The last lines of its log, for failure messages.
+    pub fn log(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+/// A private `redis-server` on a free port, for tests that stop Redis.
+pub struct PrivateRedis {
+    pub port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateRedis {
+    pub fn start() -> PrivateRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut r = PrivateRedis { port, child: None };
+        r.restart();
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it (again) on its port and waits until it answers.
+    pub fn restart(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (scripts/test.sh installs it)");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "private redis did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
