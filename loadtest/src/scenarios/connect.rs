@@ -168,7 +168,7 @@ impl ConnectReport {
             self.rate_per_s, self.open_s
         );
         t += &format!("connect→welcome    {}\n", self.latency.line());
-        t += &format!("slower than {}ms   {}\n", self.slow_ms, self.slow);
+        t += &format!("slower than {:<4}   {}\n", self.slow_ms, self.slow);
         t += &format!("per instance       {:?}\n", self.per_instance);
         if let Some(e) = &self.first_error {
             t += &format!("first error        {e}\n");

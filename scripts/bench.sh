@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# Benchmarks: start PostgreSQL (and Redis for a cluster), build the release
+# binaries, start the hub with its own binary (`pulsehub serve`), run load
+# scenarios against it with `pulsehub-loadtest`, and stop everything.
+#
+#   scripts/bench.sh                       # the standard set (see below)
+#   scripts/bench.sh fanout-1k idle-10k    # chosen presets
+#   scripts/bench.sh run -- fanout -c 500 -e 100 -d 10 --check   # any loadtest command
+#   BENCH_REPLICAS=2 scripts/bench.sh fanout-1k presence   # 2 replicas via Redis
+#
+# Presets: smoke connect-1k idle-100 idle-1k idle-10k fanout-100 fanout-1k
+#          fanout-10k ingest presence reconnect (reconnect kills the hub with
+#          SIGKILL under load; the tool restarts it and stops it at the end,
+#          and this script starts a fresh one for the presets that follow).
+# Standard set: smoke connect-1k idle-100 idle-1k idle-10k fanout-1k
+#               fanout-10k ingest presence reconnect
+#
+# Every run targets loopback only, is bounded in size and time, and stops by
+# itself. Results: a table on stdout and, per preset, JSON and text in
+# $BENCH_OUT (default target/bench/<date>-<time>), each next to `uptime`:
+# other work on the machine (a compiler!) changes every figure.
+#
+# Environment:
+#   BENCH_REPLICAS   1 (default) or 2: two hubs sharing PostgreSQL and Redis
+#   BENCH_PORT       first hub port (default 18080; the second hub gets +1)
+#   BENCH_OUT        where results go
+#   BENCH_DB         database name (default pulsehub_bench)
+#   BENCH_PERF       set to 1: `perf record` the hub during each preset
+#                    (needs linux-perf; perf.data files land in $BENCH_OUT)
+#   BENCH_HUB_ARGS   extra arguments for `pulsehub serve`
+#   RUST_LOG         the hub's log filter (default warn: logging every
+#                    connection would be measured too)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+replicas=${BENCH_REPLICAS:-1}
+port=${BENCH_PORT:-18080}
+out=${BENCH_OUT:-target/bench/$(date +%Y%m%d-%H%M%S)}
+db=${BENCH_DB:-pulsehub_bench}
+[[ $replicas == 1 || $replicas == 2 ]] || { echo "bench.sh: BENCH_REPLICAS must be 1 or 2" >&2; exit 2; }
+
+presets=("$@")
+raw=()
+if [[ ${1:-} == run ]]; then
+    shift
+    [[ ${1:-} == -- ]] && shift
+    raw=("$@")
+    presets=(run)
+elif [[ ${#presets[@]} -eq 0 ]]; then
+    presets=(smoke connect-1k idle-100 idle-1k idle-10k fanout-1k fanout-10k ingest presence reconnect)
+fi
+
+if [[ $replicas == 2 ]]; then
+    scripts/services.sh postgres redis
+else
+    scripts/services.sh postgres
+fi
+pg_host=${PGHOST:-127.0.0.1}
+pg_port=${PGPORT:-5432}
+export DATABASE_URL="postgres://postgres@$pg_host:$pg_port/$db"
+export RUST_LOG=${RUST_LOG:-warn}
+
+cargo build --release -p pulsehub -p pulsehub-loadtest
+hub_bin=target/release/pulsehub
+lt_bin=target/release/pulsehub-loadtest
+mkdir -p "$out"
+
+urls=()
+ports=()
+for ((r = 0; r < replicas; r++)); do
+    ports+=($((port + r)))
+    urls+=("http://127.0.0.1:$((port + r))")
+done
+url_list=$(IFS=,; echo "${urls[*]}")
+
+# The command that starts replica $1 (also handed to `reconnect` as the
+# restart command, so it must stand alone).
+hub_cmd() {
+    local r=$1 names=(bench-a bench-b)
+    local cmd="exec env DATABASE_URL='$DATABASE_URL' RUST_LOG='$RUST_LOG' PULSEHUB_INSTANCE_ID=${names[r]}"
+    if [[ $replicas == 2 ]]; then
+        cmd+=" REDIS_URL=redis://${REDIS_HOST:-127.0.0.1}:${REDIS_PORT:-6379}"
+    fi
+    cmd+=" $hub_bin serve --demo --bind 127.0.0.1:${ports[r]} ${BENCH_HUB_ARGS:-}"
+    printf '%s' "$cmd"
+}
+
+hub_pids=()
+perf_pid=''
+# shellcheck disable=SC2317 # invoked from the traps below
+stop_hubs() {
+    local pid
+    for pid in "${hub_pids[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${hub_pids[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    hub_pids=()
+}
+# shellcheck disable=SC2317
+cleanup() {
+    trap - INT TERM EXIT
+    if [[ -n $perf_pid ]]; then kill -INT "$perf_pid" 2>/dev/null || true; wait "$perf_pid" 2>/dev/null || true; fi
+    stop_hubs
+}
+trap 'cleanup; exit 130' INT
+trap 'cleanup; exit 143' TERM
+trap cleanup EXIT
+
+start_hubs() {
+    local r i code
+    for ((r = 0; r < replicas; r++)); do
+        bash -c "$(hub_cmd "$r")" >>"$out/hub-$r.log" 2>&1 &
+        hub_pids+=($!)
+    done
+    for ((r = 0; r < replicas; r++)); do
+        for ((i = 0; i < 120; i++)); do
+            kill -0 "${hub_pids[r]}" 2>/dev/null \
+                || { echo "bench.sh: hub $r exited (see $out/hub-$r.log)" >&2; tail -n 20 "$out/hub-$r.log" >&2; exit 1; }
+            code=$(curl -s -o /dev/null -m 2 -w '%{http_code}' "${urls[r]}/ready" || true)
+            [[ $code == 200 ]] && break
+            sleep 0.5
+        done
+        [[ $code == 200 ]] || { echo "bench.sh: ${urls[r]}/ready never answered 200" >&2; exit 1; }
+    done
+    echo "hubs ready: ${urls[*]} (pids ${hub_pids[*]})"
+}
+
+hubs_alive() {
+    local pid
+    [[ ${#hub_pids[@]} -eq $replicas ]] || return 1
+    for pid in "${hub_pids[@]}"; do
+        kill -0 "$pid" 2>/dev/null || return 1
+    done
+}
+
+pid_list() { local IFS=,; echo "${hub_pids[*]}"; }
+
+# Runs one loadtest command, saving JSON and the table.
+lt() {
+    local name=$1
+    shift
+    local log="$out/$name.txt"
+    {
+        echo "# $(date -u +%FT%TZ) $name: pulsehub-loadtest $*"
+        echo "# uptime before: $(uptime)"
+    } | tee "$log"
+    if [[ ${BENCH_PERF:-} == 1 ]]; then
+        perf record -F 999 -g -o "$out/$name.perf.data" -p "$(pid_list)" >/dev/null 2>&1 &
+        perf_pid=$!
+    fi
+    local status=0
+    "$lt_bin" --url "$url_list" --json "$out/$name.json" --no-progress "$@" | tee -a "$log" || status=${PIPESTATUS[0]}
+    if [[ -n $perf_pid ]]; then
+        kill -INT "$perf_pid" 2>/dev/null || true
+        wait "$perf_pid" 2>/dev/null || true
+        perf_pid=''
+    fi
+    echo "# uptime after: $(uptime)" | tee -a "$log"
+    echo
+    return "$status"
+}
+
+failed=()
+for preset in "${presets[@]}"; do
+    hubs_alive || { stop_hubs; start_hubs; }
+    status=0
+    case $preset in
+        run)        lt run "${raw[@]}" || status=$? ;;
+        smoke)      lt smoke fanout -c 100 -e 100 -d 5 --check || status=$? ;;
+        connect-1k) lt connect-1k connect -c 1000 --concurrency 50 || status=$? ;;
+        idle-100)   lt idle-100 idle -c 100 --hub-pid "$(pid_list)" --hold 5 || status=$? ;;
+        idle-1k)    lt idle-1k idle -c 1000 --hub-pid "$(pid_list)" --hold 5 || status=$? ;;
+        idle-10k)   lt idle-10k idle -c 10000 --hub-pid "$(pid_list)" --hold 10 --concurrency 200 || status=$? ;;
+        fanout-100) lt fanout-100 fanout -c 100 -e 200 -d 20 --check || status=$? ;;
+        fanout-1k)  lt fanout-1k fanout -c 1000 -e 200 -d 20 --check || status=$? ;;
+        fanout-10k) lt fanout-10k fanout -c 10000 -e 10 -d 30 --connect-concurrency 200 --check || status=$? ;;
+        ingest)     lt ingest ingest --parallel 8 --batch 1000 --events 300000 -d 60 || status=$? ;;
+        presence)   lt presence presence --clients 100 --rounds 5 --rate 200 || status=$? ;;
+        reconnect)
+            # Kill replica 0 under load; the tool restarts it and stops the
+            # restarted one at the end (the next preset gets a fresh hub).
+            lt reconnect reconnect -c 1000 -e 200 -d 20 --disrupt-after 5 \
+                --kill-pid "${hub_pids[0]}" --signal KILL \
+                --restart-cmd "$(hub_cmd 0)" --check || status=$?
+            stop_hubs ;;
+        *) echo "bench.sh: unknown preset '$preset'" >&2; status=2 ;;
+    esac
+    [[ $status -eq 0 ]] || failed+=("$preset (exit $status)")
+done
+
+echo "results in $out"
+if [[ ${#failed[@]} -gt 0 ]]; then
+    printf 'bench.sh: failed: %s\n' "${failed[@]}" >&2
+    exit 1
+fi
