@@ -151,6 +151,10 @@ pub struct Config {
     #[arg(long, env = "PULSEHUB_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
 
+    /// Serve Prometheus metrics at `/metrics` (to anyone who can reach the port).
+    #[arg(long, env = "PULSEHUB_METRICS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub metrics: bool,
+
     /// Log format.
     #[arg(long, env = "PULSEHUB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,

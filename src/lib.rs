@@ -8,6 +8,7 @@ pub mod db;
 pub mod error;
 pub mod events;
 pub mod hub;
+pub mod metrics;
 pub mod presence;
 pub mod protocol;
 pub mod routes;

@@ -12,6 +12,7 @@ use crate::broker::{memory::InMemoryBroker, redis::RedisBroker, Broker, Inbound}
 use crate::config::Config;
 use crate::db::{self, Pool};
 use crate::hub::Hub;
+use crate::metrics::Metrics;
 use crate::presence::{self, PresenceHub};
 use crate::stats::{self, StatsAggregator};
 use actix::prelude::*;
@@ -34,6 +35,7 @@ pub struct AppState {
     pub presence: Addr<PresenceHub>,
     pub stats: Addr<StatsAggregator>,
     pub broker: Arc<dyn Broker>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// The raw descriptor of a connection's socket (set in `on_connect`).
@@ -73,6 +75,7 @@ impl Application {
         let presence_ctx = Context::<PresenceHub>::new();
         let stats_ctx = Context::<StatsAggregator>::new();
         let instance = config.instance();
+        let metrics = Arc::new(Metrics::new());
         let inbound = Inbound {
             hub: hub_ctx.address().recipient(),
             resync: hub_ctx.address().recipient(),
@@ -85,6 +88,7 @@ impl Application {
                 &config.redis_prefix,
                 &instance,
                 inbound,
+                metrics.clone(),
             )?),
             None => Arc::new(InMemoryBroker::new(inbound.hub)),
         };
@@ -100,8 +104,13 @@ impl Application {
                 queue_max: config.ingest_queue,
                 batch_max: config.batch_max,
             },
+            metrics.clone(),
         ));
-        let hub = hub_ctx.run(Hub::new(broker.clone(), aggregator.clone().recipient()));
+        let hub = hub_ctx.run(Hub::new(
+            broker.clone(),
+            aggregator.clone().recipient(),
+            metrics.clone(),
+        ));
         let presence = presence_ctx.run(PresenceHub::new(
             hub.clone().recipient(),
             broker.clone(),
@@ -122,6 +131,7 @@ impl Application {
             presence,
             stats: aggregator,
             broker,
+            metrics,
             config: config.clone(),
         });
         let data = state.clone();
@@ -132,6 +142,7 @@ impl Application {
                     crate::telemetry::log_request,
                 ))
                 .configure(crate::routes::configure)
+                .route("/metrics", web::get().to(crate::metrics::handler))
         })
         .on_connect(|conn, ext| {
             if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {

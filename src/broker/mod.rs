@@ -34,15 +34,6 @@ pub enum Health {
     Down(String),
 }
 
-/// Counts for `/metrics`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct BrokerCounts {
-    pub published: u64,
-    pub received: u64,
-    pub errors: u64,
-    pub dropped: u64,
-}
-
 /// Messages between replicas.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "k", rename_all = "snake_case")]
@@ -99,10 +90,6 @@ pub trait Broker: Send + Sync + 'static {
 
     fn health(&self) -> Health {
         Health::Up
-    }
-
-    fn counts(&self) -> BrokerCounts {
-        BrokerCounts::default()
     }
 
     /// Short name for logs and `/ready`.

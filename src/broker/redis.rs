@@ -11,14 +11,15 @@
 //!   `/ready` reports it, and after the reconnection the hub is told to
 //!   resync so sessions read what they missed from PostgreSQL.
 
-use super::{Broker, BrokerCounts, FromReplica, Gossip, Health, Inbound};
+use super::{Broker, FromReplica, Gossip, Health, Inbound};
 use crate::hub::{Frames, Outbound, Publish, Resync};
+use crate::metrics::Metrics;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -39,20 +40,16 @@ enum Op {
     Claim(String, Duration, oneshot::Sender<bool>),
 }
 
-#[derive(Default)]
 struct Shared {
     subscribed: AtomicBool,
     writable: AtomicBool,
     error: Mutex<String>,
-    published: AtomicU64,
-    received: AtomicU64,
-    errors: AtomicU64,
-    dropped: AtomicU64,
+    metrics: Arc<Metrics>,
 }
 
 impl Shared {
     fn fail(&self, what: &str, e: impl std::fmt::Display) {
-        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.metrics.broker_errors.inc();
         let msg = format!("{what}: {e}");
         tracing::warn!(error = %msg, "redis");
         *self.error.lock().unwrap_or_else(|e| e.into_inner()) = msg;
@@ -83,11 +80,17 @@ impl RedisBroker {
         prefix: &str,
         instance: &str,
         inbound: Inbound,
+        metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
         let client = redis::Client::open(url)?;
         let (ops, ops_rx) = mpsc::channel(QUEUE);
         let (interest, interest_rx) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            subscribed: AtomicBool::new(false),
+            writable: AtomicBool::new(false),
+            error: Mutex::new(String::new()),
+            metrics,
+        });
         let broker = RedisBroker {
             instance: instance.into(),
             prefix: prefix.into(),
@@ -117,7 +120,7 @@ impl RedisBroker {
 
     fn send(&self, op: Op) {
         if self.ops.try_send(op).is_err() {
-            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            self.shared.metrics.broker_dropped.inc();
         }
     }
 }
@@ -168,15 +171,6 @@ impl Broker for RedisBroker {
                 .unwrap_or_else(|e| e.into_inner())
                 .clone();
             Health::Down(if e.is_empty() { "connecting".into() } else { e })
-        }
-    }
-
-    fn counts(&self) -> BrokerCounts {
-        BrokerCounts {
-            published: self.shared.published.load(Ordering::Relaxed),
-            received: self.shared.received.load(Ordering::Relaxed),
-            errors: self.shared.errors.load(Ordering::Relaxed),
-            dropped: self.shared.dropped.load(Ordering::Relaxed),
         }
     }
 
@@ -271,7 +265,7 @@ async fn writer(
         }
         match tokio::time::timeout(TIMEOUT, pipe.query_async::<Vec<redis::Value>>(c)).await {
             Ok(Ok(values)) => {
-                shared.published.fetch_add(publishes, Ordering::Relaxed);
+                shared.metrics.broker_published.inc_by(publishes);
                 for (reply, value) in claims.into_iter().zip(values) {
                     let _ = reply.send(!matches!(value, redis::Value::Nil));
                 }
@@ -281,7 +275,7 @@ async fn writer(
                     Ok(Err(e)) => shared.fail("publishing", e),
                     _ => shared.fail("publishing", "timed out"),
                 }
-                shared.dropped.fetch_add(publishes, Ordering::Relaxed);
+                shared.metrics.broker_dropped.inc_by(publishes);
                 for reply in claims {
                     let _ = reply.send(true);
                 }
@@ -296,7 +290,7 @@ fn drop_batch(batch: &mut Vec<Op>, shared: &Shared) {
     for op in batch.drain(..) {
         match op {
             Op::Publish(..) => {
-                shared.dropped.fetch_add(1, Ordering::Relaxed);
+                shared.metrics.broker_dropped.inc();
             }
             Op::Claim(_, _, reply) => {
                 let _ = reply.send(true);
@@ -363,7 +357,7 @@ impl Subscriber {
             tokio::select! {
                 msg = stream.next() => {
                     let Some(msg) = msg else { return Err("connection closed".into()) };
-                    self.shared.received.fetch_add(1, Ordering::Relaxed);
+                    self.shared.metrics.broker_received.inc();
                     self.dispatch(msg.get_channel_name(), msg.get_payload_bytes(), gossip_channel);
                 }
                 change = self.interest.recv() => {

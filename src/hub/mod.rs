@@ -15,6 +15,7 @@
 pub mod outbox;
 
 use crate::broker::Broker;
+use crate::metrics::Metrics;
 use actix::prelude::*;
 use bytestring::ByteString;
 use outbox::{Outbox, Socket};
@@ -43,6 +44,8 @@ pub type Frames = Arc<[Outbound]>;
 pub struct Deliver {
     pub channel: Arc<str>,
     pub frames: Frames,
+    /// When the hub handed it over (delivery latency).
+    pub sent: std::time::Instant,
 }
 
 /// Ask a session to close (hub → session).
@@ -148,18 +151,20 @@ pub struct Hub {
     broker: Arc<dyn Broker>,
     watcher: Recipient<Watch>,
     slow_consumers: u64,
+    metrics: Arc<Metrics>,
     /// Set by `Shutdown`: sessions that connect afterwards are closed at once.
     closing: bool,
 }
 
 impl Hub {
-    pub fn new(broker: Arc<dyn Broker>, watcher: Recipient<Watch>) -> Self {
+    pub fn new(broker: Arc<dyn Broker>, watcher: Recipient<Watch>, metrics: Arc<Metrics>) -> Self {
         Hub {
             sessions: HashMap::new(),
             channels: HashMap::new(),
             broker,
             watcher,
             slow_consumers: 0,
+            metrics,
             closing: false,
         }
     }
@@ -197,6 +202,7 @@ impl Hub {
             return;
         };
         self.slow_consumers += 1;
+        self.metrics.slow_consumers.inc();
         let (frames, bytes) = peer.outbox.pending();
         tracing::warn!(%session, frames, bytes, "slow consumer closed");
         let _ = peer.close.try_send(Close {
@@ -273,6 +279,7 @@ impl Handler<Publish> for Hub {
         let count = msg.frames.len();
         let bytes: usize = msg.frames.iter().map(|f| f.text.len()).sum();
         let mut slow = Vec::new();
+        let sent = std::time::Instant::now();
         for session in subscribers {
             let Some(entry) = self.sessions.get(session) else {
                 continue;
@@ -285,12 +292,18 @@ impl Handler<Publish> for Hub {
             let delivery = Deliver {
                 channel: msg.channel.clone(),
                 frames: msg.frames.clone(),
+                sent,
             };
             if peer.deliver.try_send(delivery).is_err() {
                 peer.outbox.release(count, bytes);
                 slow.push(session.clone());
             }
         }
+        let delivered = (subscribers.len() - slow.len()) as u64;
+        self.metrics.frames_out.inc_by(delivered * count as u64);
+        self.metrics
+            .frames_dropped
+            .inc_by((slow.len() * count) as u64);
         for session in slow {
             self.slow_consumer(&session, ctx);
         }

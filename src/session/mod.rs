@@ -544,6 +544,7 @@ impl Actor for WsSession {
         // Mailbox messages each carry ≥ 1 frame, so the outbox frame limit
         // binds before the mailbox fills.
         ctx.set_mailbox_capacity(self.state.config.outbox_frames.max(16));
+        self.state.metrics.connections_total.inc();
         self.state.hub.do_send(hub::Connect {
             session: self.id.clone(),
             peer: hub::Peer {
@@ -593,6 +594,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
         let span = self.span.clone();
         let _entered = span.enter();
         self.last_heard = Instant::now();
+        self.state.metrics.frames_in.inc();
         match msg {
             Ok(ws::Message::Text(text)) => self.on_text(&text, ctx),
             Ok(ws::Message::Binary(_)) => self.on_text_rejected(
@@ -654,6 +656,10 @@ impl Handler<Deliver> for WsSession {
     fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
         let bytes: usize = msg.frames.iter().map(|f| f.text.len()).sum();
         self.outbox.release(msg.frames.len(), bytes);
+        self.state
+            .metrics
+            .delivery_seconds
+            .observe(msg.sent.elapsed().as_secs_f64());
         let Some(sub) = self.subs.get_mut(&msg.channel) else {
             return;
         };

@@ -21,6 +21,7 @@ use crate::db::{queries, Pool};
 use crate::error::HubError;
 use crate::events::{event_frame, notification_frame, EventView, NewEvent, NewNotification};
 use crate::hub::{Outbound, Watch};
+use crate::metrics::Metrics;
 use crate::protocol::{encode, Channel, ServerFrame};
 use actix::prelude::*;
 use debounce::Debouncer;
@@ -124,6 +125,7 @@ impl Job {
 
 pub struct StatsAggregator {
     pool: Pool,
+    metrics: Arc<Metrics>,
     broker: Arc<dyn Broker>,
     settings: Settings,
     queue: VecDeque<Job>,
@@ -139,9 +141,15 @@ pub struct StatsAggregator {
 }
 
 impl StatsAggregator {
-    pub fn new(pool: Pool, broker: Arc<dyn Broker>, settings: Settings) -> Self {
+    pub fn new(
+        pool: Pool,
+        broker: Arc<dyn Broker>,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         StatsAggregator {
             pool,
+            metrics,
             broker,
             debouncer: Debouncer::new(settings.debounce, settings.max_wait),
             settings,
@@ -234,7 +242,13 @@ impl StatsAggregator {
                 "group commit"
             );
             match result {
-                Ok((events, notes, done)) => act.committed(jobs, &events, &notes, done),
+                Ok((events, notes, done)) => {
+                    act.metrics.ingest_batch_events.observe(weight as f64);
+                    act.metrics
+                        .commit_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    act.committed(jobs, &events, &notes, done)
+                }
                 Err(err) => {
                     for job in jobs {
                         match job {
@@ -366,9 +380,14 @@ impl StatsAggregator {
         let window = chrono::Duration::from_std(self.settings.active_window)
             .unwrap_or(chrono::Duration::minutes(15));
         let key = scope.clone();
+        let metrics = self.metrics.clone();
         let compute = async move {
             let mut conn = pool.get().await.map_err(HubError::from)?;
+            let started = Instant::now();
             let mut stats = queries::scope_stats(&mut conn, &scope, window).await?;
+            metrics
+                .stats_query_seconds
+                .observe(started.elapsed().as_secs_f64());
             stats["online_users"] = online.into();
             let changed = match &previous {
                 Some(p) => {

@@ -138,6 +138,29 @@ async fn health_and_ready() {
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["components"]["postgres"], "up");
     assert_eq!(body["components"]["memory"], "up");
+    // Metrics count what happened.
+    let mut c = app.connect("alice", &["demo"]).await;
+    c.subscribe("feed:demo", None).await;
+    app.post_events(&events("demo", "m", 3)).await;
+    c.recv_n(3).await;
+    let res = app.http.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let text = res.text().await.unwrap();
+    for line in [
+        "pulsehub_sessions 1",
+        "pulsehub_subscriptions 1",
+        "pulsehub_broker_up 1",
+        "pulsehub_connections_total 1",
+        "pulsehub_frames_in_total 1",
+        "pulsehub_frames_out_total 3",
+        "pulsehub_ingest_batch_events_sum 3.0",
+        "pulsehub_delivery_seconds_count 1",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
     let res = app.http.get(app.url("/")).send().await.unwrap();
     assert_eq!(res.status(), 200);
     assert!(res.text().await.unwrap().contains("pulsehub"));

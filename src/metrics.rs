@@ -1,0 +1,131 @@
+//! What a cluster operator watches, as Prometheus text at `GET /metrics`.
+//!
+//! Counters and histograms are updated where things happen (sessions, hub,
+//! aggregator, broker) through one shared [`Metrics`]; gauges that are a
+//! state (sessions, subscriptions, broker up) are read when scraped.
+
+use crate::broker::Health;
+use crate::hub::Counts;
+use crate::startup::AppState;
+use actix_web::{web, HttpResponse};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+pub struct Metrics {
+    registry: Registry,
+    pub sessions: Gauge,
+    pub subscriptions: Gauge,
+    pub broker_up: Gauge,
+    pub connections_total: Counter,
+    pub frames_in: Counter,
+    pub frames_out: Counter,
+    pub frames_dropped: Counter,
+    pub slow_consumers: Counter,
+    pub broker_published: Counter,
+    pub broker_received: Counter,
+    pub broker_errors: Counter,
+    pub broker_dropped: Counter,
+    pub ingest_batch_events: Histogram,
+    pub commit_seconds: Histogram,
+    pub stats_query_seconds: Histogram,
+    pub delivery_seconds: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut r = Registry::with_prefix("pulsehub");
+        let gauge = |r: &mut Registry, name: &str, help: &str| {
+            let g = Gauge::default();
+            r.register(name, help, g.clone());
+            g
+        };
+        let counter = |r: &mut Registry, name: &str, help: &str| {
+            let c = Counter::default();
+            r.register(name, help, c.clone());
+            c
+        };
+        let seconds = |r: &mut Registry, name: &str, help: &str| {
+            // 100 µs … ~3.3 s
+            let h = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+            r.register(name, help, h.clone());
+            h
+        };
+        Metrics {
+            sessions: gauge(&mut r, "sessions", "WebSocket sessions open on this replica"),
+            subscriptions: gauge(&mut r, "subscriptions", "Channel subscriptions on this replica"),
+            broker_up: gauge(&mut r, "broker_up", "1 when the broker (Redis) is connected, 0 when down"),
+            connections_total: counter(&mut r, "connections", "WebSocket sessions started"),
+            frames_in: counter(&mut r, "frames_in", "Frames received from clients"),
+            frames_out: counter(&mut r, "frames_out", "Frames handed to sessions for their clients"),
+            frames_dropped: counter(&mut r, "frames_dropped", "Frames not delivered to a slow consumer"),
+            slow_consumers: counter(&mut r, "slow_consumers", "Connections closed as slow consumers"),
+            broker_published: counter(&mut r, "broker_published", "Messages published to the broker"),
+            broker_received: counter(&mut r, "broker_received", "Messages received from the broker"),
+            broker_errors: counter(&mut r, "broker_errors", "Broker connection and command errors"),
+            broker_dropped: counter(&mut r, "broker_dropped", "Broker writes dropped (queue full or broker down)"),
+            ingest_batch_events: {
+                let h = Histogram::new(exponential_buckets(1.0, 2.0, 14));
+                r.register("ingest_batch_events", "Events committed per group commit", h.clone());
+                h
+            },
+            commit_seconds: seconds(&mut r, "commit_seconds", "Duration of a group commit"),
+            stats_query_seconds: seconds(&mut r, "stats_query_seconds", "Duration of a scope's stats query"),
+            delivery_seconds: seconds(
+                &mut r,
+                "delivery_seconds",
+                "From the hub handing frames to a session until they are written to its socket buffer",
+            ),
+            registry: r,
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// `GET /metrics` (404 when turned off with `PULSEHUB_METRICS=false`).
+pub async fn handler(state: web::Data<AppState>) -> HttpResponse {
+    if !state.config.metrics {
+        return HttpResponse::NotFound().finish();
+    }
+    let m = &state.metrics;
+    if let Ok(c) = state.hub.send(Counts).await {
+        m.sessions.set(c.sessions as i64);
+        m.subscriptions.set(c.subscriptions as i64);
+    }
+    m.broker_up
+        .set(i64::from(state.broker.health() == Health::Up));
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(m.render())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::new();
+        m.frames_in.inc_by(3);
+        m.commit_seconds.observe(0.002);
+        let text = m.render();
+        assert!(text.contains("pulsehub_frames_in_total 3"), "{text}");
+        assert!(text.contains("# TYPE pulsehub_commit_seconds histogram"));
+        assert!(text.ends_with("# EOF\n"));
+    }
+}
