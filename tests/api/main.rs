@@ -2,6 +2,7 @@
 
 mod abuse;
 mod cluster;
+mod dashboard;
 mod helpers;
 mod ingest;
 mod lifecycle;
