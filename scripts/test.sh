@@ -1,11 +1,48 @@
 #!/usr/bin/env bash
 # Quick start: run the whole pulsehub test suite.
 # Ensures PostgreSQL and Redis answer on loopback (installing/starting them if
-# needed), then runs `cargo test --workspace --all-targets`. DATABASE_URL
-# defaults to the local server's `postgres` database; the tests create their
-# own databases from it. Exits with cargo's exit code. Used by CI (.ci/run).
+# needed), then runs `cargo test --workspace --all-targets`, then the browser
+# end-to-end tests (tests/e2e: headless Debian chromium driven by
+# playwright-core against the real hub; chromium and Node.js/npm are
+# installed with apt-get when missing, the npm packages with `npm ci`).
+# DATABASE_URL defaults to the local server's `postgres` database; the tests
+# create their own databases from it. Exits non-zero when either part fails.
+# PULSEHUB_E2E=0 skips the browser tests. Used by CI (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/services.sh
+. scripts/services.sh   # for _svc_apt_install
+
+# Debian's chromium (and fonts, emoji included, so pages render as for a
+# person), Node.js and npm when missing, then the e2e tests' npm packages
+# exactly as package-lock.json pins them. playwright-core never downloads a
+# browser: the tests drive /usr/bin/chromium.
+ensure_browser() {
+    local want=()
+    [[ -x /usr/bin/chromium ]] || want+=(chromium fonts-liberation fonts-noto-color-emoji)
+    command -v node >/dev/null 2>&1 || want+=(nodejs)
+    command -v npm >/dev/null 2>&1 || want+=(npm)
+    if ((${#want[@]} > 0)); then
+        _svc_apt_install "${want[@]}"
+    fi
+    local lock=tests/e2e/package-lock.json installed=tests/e2e/node_modules/.package-lock.json
+    if [[ ! -f $installed || $lock -nt $installed ]]; then
+        echo "test.sh: npm ci in tests/e2e ..."
+        (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error)
+    fi
+}
+
+# The browser tests, one file at a time (each starts its own hubs).
+run_e2e() {
+    ensure_browser || return
+    cargo build -p pulsehub --bin pulsehub || return
+    local file rc=0
+    for file in tests/e2e/*.test.mjs; do
+        echo "test.sh: e2e ${file#tests/e2e/}"
+        (cd tests/e2e && node --test "${file#tests/e2e/}") || rc=$?
+    done
+    return "$rc"
+}
 
 start=$SECONDS
 
@@ -17,6 +54,15 @@ fi
 
 status=0
 cargo test --workspace --all-targets "$@" || status=$?
+
+if [[ ${PULSEHUB_E2E:-1} != 0 ]]; then
+    e2e=0
+    run_e2e || e2e=$?
+    if ((e2e != 0)); then
+        echo "test.sh: browser end-to-end tests FAILED (exit code $e2e)" >&2
+        ((status != 0)) || status=$e2e
+    fi
+fi
 
 elapsed=$((SECONDS - start))
 printf 'test.sh: %s in %dm%02ds (exit code %d)\n' \

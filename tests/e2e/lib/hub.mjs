@@ -36,6 +36,34 @@ export async function freePort() {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+async function admin(fn) {
+  const client = new pg.Client({ connectionString: `${serverUrl()}/postgres` });
+  await client.connect();
+  try {
+    return await fn(client);
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
+/** Drops the databases of earlier test runs whose process is gone. */
+async function dropStaleDatabases() {
+  await admin(async (client) => {
+    const { rows } = await client.query("SELECT datname FROM pg_database WHERE datname LIKE 'pulsehub\\_e2e\\_%'");
+    for (const { datname } of rows) {
+      const pid = Number(datname.split('_')[2]);
+      let alive = false;
+      try {
+        process.kill(pid, 0);
+        alive = true;
+      } catch (e) {
+        alive = e.code === 'EPERM';
+      }
+      if (!Number.isInteger(pid) || !alive) await client.query(`DROP DATABASE IF EXISTS "${datname}" WITH (FORCE)`);
+    }
+  });
+}
+
 export class Hub {
   /** Starts a hub in demo mode (dev token endpoint on) with explicit secrets. */
   static async start(extraEnv = {}) {
@@ -44,7 +72,8 @@ export class Hub {
     }
     const hub = new Hub();
     hub.port = await freePort();
-    hub.dbName = `pulsehub_e2e_${randomBytes(5).toString('hex')}`;
+    await dropStaleDatabases();
+    hub.dbName = `pulsehub_e2e_${process.pid}_${randomBytes(4).toString('hex')}`;
     hub.databaseUrl = `${serverUrl()}/${hub.dbName}`;
     hub.extraEnv = extraEnv;
     hub.logs = [];
@@ -117,13 +146,7 @@ export class Hub {
   /** Stops the hub and drops its database. */
   async destroy() {
     await this.stop();
-    const client = new pg.Client({ connectionString: `${serverUrl()}/postgres` });
-    try {
-      await client.connect();
-      await client.query(`DROP DATABASE IF EXISTS ${this.dbName} WITH (FORCE)`);
-    } finally {
-      await client.end().catch(() => {});
-    }
+    await admin((client) => client.query(`DROP DATABASE IF EXISTS "${this.dbName}" WITH (FORCE)`));
   }
 
   async request(method, path, { body, token } = {}) {
