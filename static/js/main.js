@@ -326,6 +326,11 @@ function renderConn() {
   } else if (mode === 'offline') {
     title = 'This device is offline; reconnecting when it is back.';
   }
+  // Screen readers hear mode changes, not every tick of the countdown.
+  if (conn.dataset.announced !== mode) {
+    conn.dataset.announced = mode;
+    $('#conn-announce').textContent = `Connection: ${MODE_TEXT[mode] ?? mode}`;
+  }
   const textEl = $('#conn-text');
   if (textEl.textContent !== text) textEl.textContent = text;
   conn.title = title;
