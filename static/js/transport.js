@@ -142,6 +142,9 @@ export class Transport {
     if (this.ws && this.live) return;
     this.clearTimers();
     this.attempt = 0;
+    const pending = this.ws;
+    this.ws = null;
+    pending?.close(1000, 'retrying');
     this.connect();
   }
 
@@ -202,6 +205,10 @@ export class Transport {
       if (frame.type === 'welcome') {
         welcomed = true;
         clearTimeout(welcomeTimer);
+        if (ws !== this.ws) {
+          ws.close(1000, 'replaced'); // an attempt given up on
+          return;
+        }
         this.onWelcome(ws, frame);
         return;
       }

@@ -47,7 +47,7 @@ after(async () => {
   await hub?.destroy();
 });
 
-describe('dashboard', { timeout: 120_000 }, () => {
+describe('dashboard', { timeout: 300_000 }, () => {
   test('connects and shows the numbers the HTTP API reports', async () => {
     maria = await openPage(browser, `${hub.url}/?user=maria&name=Maria%20Lopez`);
     await waitForMode(maria, 'live');

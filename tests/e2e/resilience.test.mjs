@@ -24,7 +24,7 @@ after(async () => {
   await hub?.destroy();
 });
 
-describe('resilience', { timeout: 180_000 }, () => {
+describe('resilience', { timeout: 300_000 }, () => {
   test('a hub restart shows "reconnecting", then live again with no feed gap', async () => {
     const page = await openPage(browser, `${hub.url}/?user=rita&name=Rita`);
     await waitForMode(page, 'live');

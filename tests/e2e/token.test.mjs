@@ -24,7 +24,7 @@ after(async () => {
   await hub?.destroy();
 });
 
-describe('tokens without demo mode', { timeout: 60_000 }, () => {
+describe('tokens without demo mode', { timeout: 180_000 }, () => {
   test('the dev token endpoint is off', async () => {
     assert.equal((await hub.request('GET', '/api/dev/token')).status, 404);
   });
