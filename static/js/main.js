@@ -376,10 +376,13 @@ function setupControls() {
     store.set('pulsehub.theme', theme);
     applyTheme(theme);
   });
-  // Presence: tell the hub the person is here, at most once a minute.
+  // Presence: tell the hub the person is here, at most once a minute, and
+  // at once when the hub has marked them idle.
   let lastActivity = 0;
   const active = () => {
-    if (document.visibilityState !== 'visible' || Date.now() - lastActivity < 60_000) return;
+    if (document.visibilityState !== 'visible' || !app.auth) return;
+    const idle = app.presence.get(app.auth.claims.sub)?.status === 'idle';
+    if (!idle && Date.now() - lastActivity < 60_000) return;
     lastActivity = Date.now();
     app.transport.activity();
   };
