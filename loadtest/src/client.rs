@@ -182,11 +182,16 @@ impl Client {
         }
     }
 
-    /// Closes politely (close frame, bounded wait for the reply).
+    /// Closes politely: a close frame, then a bounded wait for the
+    /// server's close frame (not for the end of the TCP stream).
     pub async fn close(mut self) {
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
             let _ = self.ws.close(None).await;
-            while let Some(Ok(_)) = self.ws.next().await {}
+            while let Some(Ok(msg)) = self.ws.next().await {
+                if msg.is_close() {
+                    break;
+                }
+            }
         })
         .await;
     }

@@ -181,13 +181,17 @@ pub async fn run(target: Arc<Target>, opts: &PresenceOpts) -> anyhow::Result<Pre
                 last_disagreement = Some(c);
             }
         }
-        // Leave, paced.
+        // Leave, paced: each client sends its close frame in turn.
+        let mut closing = Vec::new();
         for (tx, task) in leavers {
             let _ = tx.send(());
-            let _ = task.await;
+            closing.push(task);
             tokio::time::sleep(gap).await;
         }
         let last_leave = Instant::now();
+        for task in closing {
+            let _ = task.await;
+        }
         match agree(&target, &scope, &observer, 0, last_leave, opts).await {
             Ok(d) => {
                 leaves.saturating_record(d.as_micros() as u64);

@@ -119,6 +119,17 @@ impl Restarted {
     }
 }
 
+/// Whether `pid` still runs (a zombie has already closed its sockets).
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
 async fn disrupt(opts: &ReconnectOpts) -> anyhow::Result<String> {
     if let Some(pid) = opts.kill_pid {
         // SAFETY: plain kill(2) on the pid the user gave.
@@ -129,6 +140,11 @@ async fn disrupt(opts: &ReconnectOpts) -> anyhow::Result<String> {
                 opts.signal,
                 std::io::Error::last_os_error()
             );
+        }
+        // Let it exit (its listening socket closes with it), up to 10 s.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline && alive(pid) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         return Ok(format!("signal {} to pid {pid}", opts.signal));
     }
