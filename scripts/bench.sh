@@ -25,6 +25,8 @@
 #   BENCH_PORT       first hub port (default 18080; the second hub gets +1)
 #   BENCH_OUT        where results go
 #   BENCH_DB         database name (default pulsehub_bench)
+#   BENCH_REDIS_PREFIX  Redis key prefix of the bench cluster (default
+#                    pulsehub-bench, apart from any other hub on that Redis)
 #   BENCH_PERF       set to 1: `perf record` the hub during each preset
 #                    (needs linux-perf; perf.data files land in $BENCH_OUT)
 #   BENCH_HUB_ARGS   extra arguments for `pulsehub serve`
@@ -80,6 +82,7 @@ hub_cmd() {
     local cmd="exec env DATABASE_URL='$DATABASE_URL' RUST_LOG='$RUST_LOG' PULSEHUB_INSTANCE_ID=${names[r]}"
     if [[ $replicas == 2 ]]; then
         cmd+=" REDIS_URL=redis://${REDIS_HOST:-127.0.0.1}:${REDIS_PORT:-6379}"
+        cmd+=" PULSEHUB_REDIS_PREFIX=${BENCH_REDIS_PREFIX:-pulsehub-bench}"
     fi
     cmd+=" $hub_bin serve --demo --bind 127.0.0.1:${ports[r]} ${BENCH_HUB_ARGS:-}"
     printf '%s' "$cmd"
