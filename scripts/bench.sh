@@ -9,11 +9,15 @@
 #   BENCH_REPLICAS=2 scripts/bench.sh fanout-1k presence   # 2 replicas via Redis
 #
 # Presets: smoke connect-1k idle-100 idle-1k idle-10k fanout-100 fanout-1k
-#          fanout-10k ingest presence reconnect (reconnect kills the hub with
+#          fanout-10k (4 events/s: one event at a time to 10,000)
+#          fanout-10k-busy (20 events/s) scale-100 scale-1k scale-10k (the
+#          same 4 events/s to 100, 1,000, 10,000 subscribers: how cost grows)
+#          ingest presence reconnect (reconnect kills the hub with
 #          SIGKILL under load; the tool restarts it and stops it at the end,
 #          and this script starts a fresh one for the presets that follow).
-# Standard set: smoke connect-1k idle-100 idle-1k idle-10k fanout-1k
-#               fanout-10k ingest presence reconnect
+# Standard set: smoke connect-1k idle-100 idle-1k idle-10k scale-100
+#               scale-1k scale-10k fanout-1k fanout-10k ingest presence
+#               reconnect
 #
 # Every run targets loopback only, is bounded in size and time, and stops by
 # itself. Results: a table on stdout and, per preset, JSON and text in
@@ -27,6 +31,7 @@
 #   BENCH_DB         database name (default pulsehub_bench)
 #   BENCH_REDIS_PREFIX  Redis key prefix of the bench cluster (default
 #                    pulsehub-bench, apart from any other hub on that Redis)
+# Each preset's text also gets the hubs' CPU time during the run.
 #   BENCH_PERF       set to 1: `perf record` the hub during each preset
 #                    (needs linux-perf; perf.data files land in $BENCH_OUT)
 #   BENCH_HUB_ARGS   extra arguments for `pulsehub serve`
@@ -49,7 +54,8 @@ if [[ ${1:-} == run ]]; then
     raw=("$@")
     presets=(run)
 elif [[ ${#presets[@]} -eq 0 ]]; then
-    presets=(smoke connect-1k idle-100 idle-1k idle-10k fanout-1k fanout-10k ingest presence reconnect)
+    presets=(smoke connect-1k idle-100 idle-1k idle-10k scale-100 scale-1k scale-10k
+             fanout-1k fanout-10k ingest presence reconnect)
 fi
 
 if [[ $replicas == 2 ]]; then
@@ -140,6 +146,15 @@ hubs_alive() {
 
 pid_list() { local IFS=,; echo "${hub_pids[*]}"; }
 
+# CPU time (user+system, in clock ticks) used so far by the hubs.
+hub_ticks() {
+    local pid t=0
+    for pid in "${hub_pids[@]}"; do
+        t=$((t + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$t"
+}
+
 # Runs one loadtest command, saving JSON and the table.
 lt() {
     local name=$1
@@ -153,12 +168,16 @@ lt() {
         perf record -F 999 -g -o "$out/$name.perf.data" -p "$(pid_list)" >/dev/null 2>&1 &
         perf_pid=$!
     fi
-    local status=0
+    local status=0 t0
+    t0=$(hub_ticks)
     "$lt_bin" --url "$url_list" --json "$out/$name.json" --no-progress "$@" | tee -a "$log" || status=${PIPESTATUS[0]}
     if [[ -n $perf_pid ]]; then
         kill -INT "$perf_pid" 2>/dev/null || true
         wait "$perf_pid" 2>/dev/null || true
         perf_pid=''
+    fi
+    if hubs_alive; then
+        echo "# hub CPU: $(( ($(hub_ticks) - t0) * 1000 / $(getconf CLK_TCK) )) ms (user+system, all replicas)" | tee -a "$log"
     fi
     echo "# uptime after: $(uptime)" | tee -a "$log"
     echo
@@ -178,7 +197,11 @@ for preset in "${presets[@]}"; do
         idle-10k)   lt idle-10k idle -c 10000 --hub-pid "$(pid_list)" --hold 10 --concurrency 200 || status=$? ;;
         fanout-100) lt fanout-100 fanout -c 100 -e 200 -d 20 --check || status=$? ;;
         fanout-1k)  lt fanout-1k fanout -c 1000 -e 200 -d 20 --check || status=$? ;;
-        fanout-10k) lt fanout-10k fanout -c 10000 -e 10 -d 30 --connect-concurrency 200 --check || status=$? ;;
+        fanout-10k) lt fanout-10k fanout -c 10000 -e 4 -d 30 --check || status=$? ;;
+        fanout-10k-busy) lt fanout-10k-busy fanout -c 10000 -e 20 -d 20 --check || status=$? ;;
+        scale-100)  lt scale-100 fanout -c 100 -e 4 -d 20 --check || status=$? ;;
+        scale-1k)   lt scale-1k fanout -c 1000 -e 4 -d 20 --check || status=$? ;;
+        scale-10k)  lt scale-10k fanout -c 10000 -e 4 -d 20 --check || status=$? ;;
         ingest)     lt ingest ingest --parallel 8 --batch 1000 --events 300000 -d 60 || status=$? ;;
         presence)   lt presence presence --clients 100 --rounds 5 --rate 200 || status=$? ;;
         reconnect)
