@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Quick start: run the whole pulsehub test suite.
 # Ensures PostgreSQL and Redis answer on loopback (installing/starting them if
-# needed), then runs `cargo test --workspace --all-targets`, then the browser
+# needed) and nginx is installed, then runs `cargo test --workspace --all-targets`, then the browser
 # end-to-end tests (tests/e2e: headless Debian chromium driven by
 # playwright-core against the real hub; chromium and Node.js/npm are
 # installed with apt-get when missing, the npm packages with `npm ci`).
@@ -32,6 +32,22 @@ ensure_browser() {
     fi
 }
 
+# nginx for the load-balancer tests (tests/api/cluster.rs runs its own nginx
+# from deploy/nginx.conf.tmpl). Installing Debian's package must not start the
+# system's nginx on port 80: policy-rc.d forbids service starts meanwhile.
+ensure_nginx() {
+    if command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]]; then
+        return 0
+    fi
+    local policy=/usr/sbin/policy-rc.d created='' rc=0
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && created=1
+    fi
+    _svc_apt_install nginx-light || rc=$?
+    [[ -z $created ]] || rm -f "$policy"
+    return "$rc"
+}
+
 # The browser tests, one file at a time (each starts its own hubs).
 run_e2e() {
     ensure_browser || return
@@ -47,6 +63,7 @@ run_e2e() {
 start=$SECONDS
 
 scripts/services.sh postgres redis
+ensure_nginx
 
 if [[ -z ${DATABASE_URL:-} ]]; then
     export DATABASE_URL="postgres://postgres@${PGHOST:-127.0.0.1}:${PGPORT:-5432}/postgres"

@@ -324,3 +324,123 @@ async fn redis_outage_loses_nothing_and_heals_itself() {
     assert_eq!(offsets(&recv_kind(&mut c, "event", 2).await), vec![24, 25]);
     c.expect_silence(Duration::from_millis(300)).await;
 }
+
+/// nginx in front of the replicas, from the project's template.
+struct Nginx {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_nginx(upstreams: &[u16]) -> Nginx {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = std::env::temp_dir().join(format!("pulsehub-nginx-{port}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let template = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/nginx.conf.tmpl"
+    ))
+    .unwrap();
+    let servers: String = upstreams
+        .iter()
+        .map(|p| format!("server 127.0.0.1:{p}; "))
+        .collect();
+    let conf = template
+        .replace("@LISTEN@", &format!("127.0.0.1:{port}"))
+        .replace("@PREFIX@", dir.to_str().unwrap())
+        .replace("@UPSTREAMS@", &servers);
+    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+    let bin = ["/usr/sbin/nginx", "nginx"]
+        .into_iter()
+        .find(|b| std::path::Path::new(b).exists())
+        .unwrap_or("nginx");
+    let child = std::process::Command::new(bin)
+        .arg("-p")
+        .arg(&dir)
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .spawn()
+        .expect("nginx must be installed (scripts/test.sh installs it)");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "nginx did not start; see {}",
+            dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Nginx { child, port }
+}
+
+#[actix_web::test]
+async fn behind_nginx_every_client_sees_everything() {
+    let apps = spawn_cluster(2, |_| {}).await;
+    let lb = start_nginx(&[apps[0].port, apps[1].port]);
+    let token = apps[0].token("alice", &["demo"]);
+    // Clients spread over both replicas through the load balancer.
+    let mut clients = Vec::new();
+    let mut instances = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        let url = format!("ws://127.0.0.1:{}/ws?token={token}", lb.port);
+        let (stream, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("ws through nginx");
+        let mut c = WsClient::from_stream(stream);
+        let welcome = c.recv().await;
+        instances.insert(welcome["instance"].as_str().unwrap().to_string());
+        c.subscribe("feed:demo", None).await;
+        clients.push(c);
+    }
+    assert_eq!(
+        instances.into_iter().collect::<Vec<_>>(),
+        ["hub-a", "hub-b"]
+    );
+    // Events ingested through the load balancer reach every client once, in order.
+    let http = reqwest::Client::new();
+    for i in 0..5 {
+        let res = http
+            .post(format!("http://127.0.0.1:{}/api/events", lb.port))
+            .bearer_auth(INGEST_KEY)
+            .json(&events("demo", &format!("lb{i}"), 4))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 202);
+    }
+    for c in &mut clients {
+        assert_eq!(
+            offsets(&recv_kind(c, "event", 20).await),
+            (1..=20).collect::<Vec<_>>()
+        );
+    }
+    // Presence through the load balancer: one user, four sessions.
+    let res = http
+        .get(format!(
+            "http://127.0.0.1:{}/api/scopes/demo/presence",
+            lb.port
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(
+        (
+            body["count"].as_i64(),
+            body["users"][0]["sessions"].as_i64()
+        ),
+        (Some(1), Some(4)),
+        "{body}"
+    );
+}

@@ -322,6 +322,14 @@ pub struct WsClient {
 }
 
 impl WsClient {
+    /// Wraps a connected stream (the caller reads `welcome`).
+    pub fn from_stream(stream: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Self {
+        WsClient {
+            stream,
+            next_ref: 1,
+        }
+    }
+
     pub async fn send_text(&mut self, text: impl Into<String>) {
         self.stream.send(Message::Text(text.into())).await.unwrap();
     }
@@ -495,10 +503,7 @@ pub async fn connect_at(port: u16, token: &str) -> WsClient {
     let (stream, _) = tokio_tungstenite::connect_async(url)
         .await
         .expect("ws connect");
-    let mut c = WsClient {
-        stream,
-        next_ref: 1,
-    };
+    let mut c = WsClient::from_stream(stream);
     let welcome = c.recv().await;
     assert_eq!(welcome["type"], "welcome", "{welcome}");
     c
