@@ -161,20 +161,6 @@ async fn token_expiry_closes_1008_unless_refreshed() {
     );
 }
 
-/// A child `pulsehub serve`, killed if the test ends early.
-struct Child {
-    child: tokio::process::Child,
-    log: std::path::PathBuf,
-}
-
-impl Child {
-    fn log(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-}
-
 #[derive(diesel::QueryableByName)]
 struct KeyRow {
     #[diesel(sql_type = diesel::sql_types::Text)]
@@ -190,48 +176,10 @@ struct OffsetRow {
 #[actix_web::test]
 async fn sigterm_loses_nothing_acknowledged() {
     let db_url = fresh_database().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let log = std::env::temp_dir().join(format!("pulsehub-sigterm-{port}.log"));
-    let out = std::fs::File::create(&log).unwrap();
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pulsehub"))
-        .arg("serve")
-        .env("DATABASE_URL", &db_url)
-        .env("PULSEHUB_BIND", format!("127.0.0.1:{port}"))
-        .env("PULSEHUB_JWT_SECRET", SECRET)
-        .env("PULSEHUB_INGEST_KEY", INGEST_KEY)
-        .env("PULSEHUB_WORKERS", "2")
-        .env("PULSEHUB_DEMO", "false")
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("starting pulsehub");
-    let mut hub = Child { child, log };
+    let mut hub = HubProcess::start(&db_url, &[]).await;
+    let port = hub.port;
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let ready = http.get(format!("{base}/ready")).send().await;
-        if ready.is_ok_and(|r| r.status() == 200) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not ready in 30 s:\n{}",
-            hub.log()
-        );
-        assert!(
-            hub.child.try_wait().unwrap().is_none(),
-            "exited:\n{}",
-            hub.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 
     let token = TokenKeys::new(SECRET)
         .mint(&claims_for("alice", Some("Alice"), &["demo"], 3600))
@@ -312,7 +260,7 @@ async fn sigterm_loses_nothing_acknowledged() {
         "no batch acknowledged after 1 s of load:\n{}",
         hub.log()
     );
-    let pid = hub.child.id().expect("child pid") as libc::pid_t;
+    let pid = hub.pid();
     stopping.set(true);
     // SAFETY: kill(2) on our own child's pid.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
@@ -375,7 +323,6 @@ async fn sigterm_loses_nothing_acknowledged() {
         "offsets without gap"
     );
     assert!(live.len() <= offsets.len());
-    let _ = std::fs::remove_file(&hub.log);
 }
 
 #[actix_web::test]
