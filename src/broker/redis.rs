@@ -136,6 +136,10 @@ impl Broker for RedisBroker {
     }
 
     fn interest(&self, channel: &str, interested: bool) {
+        // Presence frames never travel through Redis (each replica makes its own).
+        if channel.starts_with("presence:") {
+            return;
+        }
         let _ = self
             .interest
             .send((format!("{}:c:{channel}", self.prefix), interested));
