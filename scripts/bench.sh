@@ -190,18 +190,18 @@ for preset in "${presets[@]}"; do
     status=0
     case $preset in
         run)        lt run "${raw[@]}" || status=$? ;;
-        smoke)      lt smoke fanout -c 100 -e 100 -d 5 --check || status=$? ;;
+        smoke)      lt smoke fanout --hub-pid "$(pid_list)" -c 100 -e 100 -d 5 --check || status=$? ;;
         connect-1k) lt connect-1k connect -c 1000 --concurrency 50 || status=$? ;;
         idle-100)   lt idle-100 idle -c 100 --hub-pid "$(pid_list)" --hold 5 || status=$? ;;
         idle-1k)    lt idle-1k idle -c 1000 --hub-pid "$(pid_list)" --hold 5 || status=$? ;;
         idle-10k)   lt idle-10k idle -c 10000 --hub-pid "$(pid_list)" --hold 10 --concurrency 200 || status=$? ;;
-        fanout-100) lt fanout-100 fanout -c 100 -e 200 -d 20 --check || status=$? ;;
-        fanout-1k)  lt fanout-1k fanout -c 1000 -e 200 -d 20 --check || status=$? ;;
-        fanout-10k) lt fanout-10k fanout -c 10000 -e 4 -d 30 --check || status=$? ;;
-        fanout-10k-busy) lt fanout-10k-busy fanout -c 10000 -e 20 -d 20 --check || status=$? ;;
-        scale-100)  lt scale-100 fanout -c 100 -e 4 -d 20 --check || status=$? ;;
-        scale-1k)   lt scale-1k fanout -c 1000 -e 4 -d 20 --check || status=$? ;;
-        scale-10k)  lt scale-10k fanout -c 10000 -e 4 -d 20 --check || status=$? ;;
+        fanout-100) lt fanout-100 fanout --hub-pid "$(pid_list)" -c 100 -e 200 -d 20 --check || status=$? ;;
+        fanout-1k)  lt fanout-1k fanout --hub-pid "$(pid_list)" -c 1000 -e 200 -d 20 --check || status=$? ;;
+        fanout-10k) lt fanout-10k fanout --hub-pid "$(pid_list)" -c 10000 -e 4 -d 30 --check || status=$? ;;
+        fanout-10k-busy) lt fanout-10k-busy fanout --hub-pid "$(pid_list)" -c 10000 -e 20 -d 20 --check || status=$? ;;
+        scale-100)  lt scale-100 fanout --hub-pid "$(pid_list)" -c 100 -e 4 -d 20 --check || status=$? ;;
+        scale-1k)   lt scale-1k fanout --hub-pid "$(pid_list)" -c 1000 -e 4 -d 20 --check || status=$? ;;
+        scale-10k)  lt scale-10k fanout --hub-pid "$(pid_list)" -c 10000 -e 4 -d 20 --check || status=$? ;;
         ingest)     lt ingest ingest --parallel 8 --batch 1000 --events 300000 -d 60 || status=$? ;;
         presence)   lt presence presence --clients 100 --rounds 5 --rate 200 || status=$? ;;
         reconnect)

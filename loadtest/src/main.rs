@@ -107,6 +107,9 @@ enum Scenario {
         /// Seconds to wait for stragglers after the last publish.
         #[arg(long, default_value_t = 10.0)]
         drain: f64,
+        /// The hub's pid (comma-separated for several): CPU time per delivery.
+        #[arg(long, value_delimiter = ',')]
+        hub_pid: Vec<u32>,
     },
     /// Clients join and leave at a rate; time until every replica agrees.
     Presence {
@@ -262,6 +265,7 @@ async fn run(cli: Cli) -> anyhow::Result<Report> {
             inflight,
             connect_concurrency,
             drain,
+            hub_pid,
         } => {
             let opts = fanout::FanoutOpts {
                 connections,
@@ -272,6 +276,7 @@ async fn run(cli: Cli) -> anyhow::Result<Report> {
                 inflight,
                 connect_concurrency,
                 drain: secs(drain),
+                hub_pids: hub_pid,
                 progress,
             };
             Report::Fanout(fanout::run(target, &opts).await?)

@@ -138,6 +138,27 @@ fn parse_vmrss(status: &str) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// CPU time (user + system) used so far by these processes, in seconds
+/// (`/proc/<pid>/stat`); `None` if any cannot be read.
+pub fn cpu_seconds(pids: &[u32]) -> Option<f64> {
+    if pids.is_empty() {
+        return None;
+    }
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let mut total = 0u64;
+    for pid in pids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let (_, rest) = stat.rsplit_once(')')?;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // After the name: state is field 3, utime 14 and stime 15 (1-based).
+        let utime: u64 = fields.get(11)?.parse().ok()?;
+        let stime: u64 = fields.get(12)?.parse().ok()?;
+        total += utime + stime;
+    }
+    Some(total as f64 / ticks)
+}
+
 /// Resident memory of this process.
 pub fn own_rss_bytes() -> Option<u64> {
     rss_bytes(std::process::id())
@@ -185,5 +206,7 @@ mod tests {
             Some(1234 * 1024)
         );
         assert!(own_rss_bytes().unwrap_or(0) > 0);
+        assert!(cpu_seconds(&[std::process::id()]).is_some());
+        assert_eq!(cpu_seconds(&[]), None);
     }
 }

@@ -27,6 +27,8 @@ pub struct FanoutOpts {
     pub connect_concurrency: usize,
     /// After the last publish, how long to wait for stragglers.
     pub drain: Duration,
+    /// Hub processes whose CPU time is measured while publishing.
+    pub hub_pids: Vec<u32>,
     pub progress: bool,
 }
 
@@ -41,6 +43,7 @@ impl Default for FanoutOpts {
             inflight: 8,
             connect_concurrency: 200,
             drain: Duration::from_secs(10),
+            hub_pids: Vec::new(),
             progress: false,
         }
     }
@@ -66,6 +69,10 @@ pub struct FanoutReport {
     pub delivered_per_s: f64,
     pub connect_latency: Latency,
     pub first_error: Option<String>,
+    /// Hub CPU time (user + system) from the first publish to the last
+    /// delivery, when `hub_pids` were given; and per delivery.
+    pub hub_cpu_s: Option<f64>,
+    pub hub_cpu_us_per_delivery: Option<f64>,
     /// Resident memory of this load generator at the end.
     pub loadtest_rss_mb: f64,
 }
@@ -111,6 +118,7 @@ pub async fn run(target: Arc<Target>, opts: &FanoutOpts) -> anyhow::Result<Fanou
     let bar = measure::progress(opts.progress, planned_deliveries, "delivering");
     let started = Instant::now();
     let started_us = crate::target::unix_micros();
+    let cpu_before = measure::cpu_seconds(&opts.hub_pids);
     let publisher = tokio::spawn(publisher::run(target.clone(), plan));
     while !publisher.is_finished() {
         bar.set_position(swarm.state.delivered.load(Ordering::Relaxed));
@@ -129,6 +137,10 @@ pub async fn run(target: Arc<Target>, opts: &FanoutOpts) -> anyhow::Result<Fanou
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     bar.finish_and_clear();
+    let hub_cpu_s = match (cpu_before, measure::cpu_seconds(&opts.hub_pids)) {
+        (Some(a), Some(b)) => Some(((b - a) * 100.0).round() / 100.0),
+        _ => None,
+    };
     let first_error = swarm.first_error().or(publish.first_error.clone());
     let state = swarm.state.clone();
     let results = swarm.stop().await;
@@ -166,6 +178,9 @@ pub async fn run(target: Arc<Target>, opts: &FanoutOpts) -> anyhow::Result<Fanou
         last_receiver: Latency::of(&last),
         connect_latency: state.connect_latency.summary(),
         first_error,
+        hub_cpu_us_per_delivery: hub_cpu_s
+            .map(|s| (s * 1e6 / delivery.delivered.max(1) as f64 * 100.0).round() / 100.0),
+        hub_cpu_s,
         loadtest_rss_mb: measure::own_rss_bytes().unwrap_or(0) as f64 / 1048576.0,
     })
 }
@@ -192,6 +207,10 @@ impl FanoutReport {
         t += &format!("latency (last rx)  {}\n", self.last_receiver.line());
         t += &format!("delivered frames/s {:.0}\n", self.delivered_per_s);
         t += &format!("connect→welcome    {}\n", self.connect_latency.line());
+        if let (Some(s), Some(us)) = (self.hub_cpu_s, self.hub_cpu_us_per_delivery) {
+            t +=
+                &format!("hub CPU            {s:.2}s while publishing = {us:.2} µs per delivery\n");
+        }
         if let Some(e) = &self.first_error {
             t += &format!("first error        {e}\n");
         }

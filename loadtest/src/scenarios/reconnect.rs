@@ -85,15 +85,26 @@ pub struct ReconnectReport {
 struct Restarted(Option<tokio::process::Child>);
 
 impl Restarted {
-    fn start(cmd: &str) -> anyhow::Result<Restarted> {
-        let child = tokio::process::Command::new("sh")
-            .arg("-c")
-            .arg(cmd)
-            .process_group(0)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting '{cmd}'"))?;
-        Ok(Restarted(Some(child)))
+    /// Starts `cmd`; if it exits within its first two seconds (say, the
+    /// port is not free yet), starts it again, for up to 20 s.
+    async fn start(cmd: &str) -> anyhow::Result<Restarted> {
+        let give_up = Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut child = tokio::process::Command::new("sh")
+                .arg("-c")
+                .arg(cmd)
+                .process_group(0)
+                .kill_on_drop(true)
+                .spawn()
+                .with_context(|| format!("starting '{cmd}'"))?;
+            match tokio::time::timeout(Duration::from_secs(2), child.wait()).await {
+                Err(_) => return Ok(Restarted(Some(child))),
+                Ok(status) if Instant::now() >= give_up => {
+                    anyhow::bail!("'{cmd}' keeps exiting ({status:?})")
+                }
+                Ok(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
     }
 
     /// SIGTERM to the group, up to 15 s to exit, then SIGKILL.
@@ -119,15 +130,22 @@ impl Restarted {
     }
 }
 
-/// Whether `pid` still runs (a zombie has already closed its sockets).
+/// Whether any thread of `pid` still runs. A process's descriptors (its
+/// listening socket) are closed only when its last thread exits, which can
+/// be after the main thread already shows as a zombie.
 fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().any(|t| {
+        std::fs::read_to_string(t.path().join("stat"))
+            .ok()
+            .and_then(|stat| {
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_owned))
+            })
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
 }
 
 async fn disrupt(opts: &ReconnectOpts) -> anyhow::Result<String> {
@@ -200,7 +218,7 @@ pub async fn run(target: Arc<Target>, opts: &ReconnectOpts) -> anyhow::Result<Re
     let mut first_error = None;
     if let (Ok(_), Some(cmd)) = (&disruption, &opts.restart_cmd) {
         tokio::time::sleep(opts.restart_delay).await;
-        match Restarted::start(cmd) {
+        match Restarted::start(cmd).await {
             Ok(r) => restarted = r,
             Err(e) => first_error = Some(format!("{e:#}")),
         }
