@@ -214,78 +214,104 @@ fn decode_frames(mut b: Bytes) -> Option<(String, Vec<Outbound>)> {
     Some((origin, frames))
 }
 
-/// Sends queued writes as pipelines over one connection, reconnecting as needed.
+/// Sends queued writes as pipelines over one connection. When the connection
+/// breaks it reconnects at once (with backoff), whether or not anything is
+/// waiting, so `/ready` recovers with Redis; writes queued meanwhile are
+/// dropped (clients recover by offset) and claims are granted.
 async fn writer(
     client: redis::Client,
     mut ops: mpsc::Receiver<Op>,
     shared: Arc<Shared>,
     instance: Arc<str>,
 ) {
-    let mut backoff = BACKOFF_MIN;
-    let mut conn: Option<redis::aio::MultiplexedConnection> = None;
     let mut batch = Vec::with_capacity(PIPELINE);
-    while ops.recv_many(&mut batch, PIPELINE).await > 0 {
-        if conn.is_none() {
-            match tokio::time::timeout(TIMEOUT, client.get_multiplexed_async_connection()).await {
-                Ok(Ok(c)) => {
-                    conn = Some(c);
-                    backoff = BACKOFF_MIN;
-                    shared.writable.store(true, Ordering::Release);
-                }
-                Ok(Err(e)) => shared.fail("connecting", e),
-                Err(_) => shared.fail("connecting", "timed out"),
+    loop {
+        let mut conn = connect_writer(&client, &mut ops, &shared).await;
+        loop {
+            if ops.recv_many(&mut batch, PIPELINE).await == 0 {
+                return;
             }
-        }
-        let Some(c) = conn.as_mut() else {
-            // Down: what was queued is dropped (clients recover by offset);
-            // claims are granted so every replica serves its own clients.
-            drop_batch(&mut batch, &shared);
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(BACKOFF_MAX);
-            continue;
-        };
-        let mut pipe = redis::pipe();
-        let mut claims = Vec::new();
-        let mut publishes = 0u64;
-        for op in batch.drain(..) {
-            match op {
-                Op::Publish(channel, payload) => {
-                    pipe.cmd("PUBLISH")
-                        .arg(channel)
-                        .arg(payload.as_ref())
-                        .ignore();
-                    publishes += 1;
-                }
-                Op::Claim(key, ttl, reply) => {
-                    pipe.cmd("SET")
-                        .arg(key)
-                        .arg(&*instance)
-                        .arg("NX")
-                        .arg("PX")
-                        .arg(ttl.as_millis().max(1) as u64);
-                    claims.push(reply);
-                }
-            }
-        }
-        match tokio::time::timeout(TIMEOUT, pipe.query_async::<Vec<redis::Value>>(c)).await {
-            Ok(Ok(values)) => {
-                shared.metrics.broker_published.inc_by(publishes);
-                for (reply, value) in claims.into_iter().zip(values) {
-                    let _ = reply.send(!matches!(value, redis::Value::Nil));
-                }
-            }
-            outcome => {
-                match outcome {
-                    Ok(Err(e)) => shared.fail("publishing", e),
-                    _ => shared.fail("publishing", "timed out"),
-                }
-                shared.metrics.broker_dropped.inc_by(publishes);
-                for reply in claims {
-                    let _ = reply.send(true);
-                }
-                conn = None;
+            if !send_batch(&mut conn, &mut batch, &shared, &instance).await {
                 shared.writable.store(false, Ordering::Release);
+                break;
             }
+        }
+    }
+}
+
+async fn connect_writer(
+    client: &redis::Client,
+    ops: &mut mpsc::Receiver<Op>,
+    shared: &Shared,
+) -> redis::aio::MultiplexedConnection {
+    let mut backoff = BACKOFF_MIN;
+    let mut dropped = Vec::new();
+    loop {
+        match tokio::time::timeout(TIMEOUT, client.get_multiplexed_async_connection()).await {
+            Ok(Ok(c)) => {
+                shared.writable.store(true, Ordering::Release);
+                return c;
+            }
+            Ok(Err(e)) => shared.fail("connecting", e),
+            Err(_) => shared.fail("connecting", "timed out"),
+        }
+        while let Ok(op) = ops.try_recv() {
+            dropped.push(op);
+        }
+        drop_batch(&mut dropped, shared);
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// One pipeline; `false` when the connection must be replaced.
+async fn send_batch(
+    conn: &mut redis::aio::MultiplexedConnection,
+    batch: &mut Vec<Op>,
+    shared: &Shared,
+    instance: &str,
+) -> bool {
+    let mut pipe = redis::pipe();
+    let mut claims = Vec::new();
+    let mut publishes = 0u64;
+    for op in batch.drain(..) {
+        match op {
+            Op::Publish(channel, payload) => {
+                pipe.cmd("PUBLISH")
+                    .arg(channel)
+                    .arg(payload.as_ref())
+                    .ignore();
+                publishes += 1;
+            }
+            Op::Claim(key, ttl, reply) => {
+                pipe.cmd("SET")
+                    .arg(key)
+                    .arg(instance)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl.as_millis().max(1) as u64);
+                claims.push(reply);
+            }
+        }
+    }
+    match tokio::time::timeout(TIMEOUT, pipe.query_async::<Vec<redis::Value>>(conn)).await {
+        Ok(Ok(values)) => {
+            shared.metrics.broker_published.inc_by(publishes);
+            for (reply, value) in claims.into_iter().zip(values) {
+                let _ = reply.send(!matches!(value, redis::Value::Nil));
+            }
+            true
+        }
+        outcome => {
+            match outcome {
+                Ok(Err(e)) => shared.fail("publishing", e),
+                _ => shared.fail("publishing", "timed out"),
+            }
+            shared.metrics.broker_dropped.inc_by(publishes);
+            for reply in claims {
+                let _ = reply.send(true);
+            }
+            false
         }
     }
 }
