@@ -43,15 +43,10 @@ async fn an_event_ingested_on_one_replica_reaches_the_other() {
     }
     // A notification posted to B reaches a user connected to A.
     on_a.subscribe("user:alice", None).await;
-    let res = b
-        .http
-        .post(b.url("/api/notifications"))
-        .bearer_auth(INGEST_KEY)
-        .json(&json!({"target": "user:alice", "level": "info", "title": "hi"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 202);
+    let (status, _) = b
+        .post_notification(&json!({"target": "user:alice", "level": "info", "title": "hi"}))
+        .await;
+    assert_eq!(status, 202);
     assert_eq!(
         recv_kind(&mut on_a, "notification", 1).await[0]["channel"],
         "user:alice"

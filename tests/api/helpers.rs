@@ -18,8 +18,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-pub const SECRET: &str = "test-secret";
-pub const INGEST_KEY: &str = "test-ingest-key";
+pub const SECRET: &str = "test-secret-0123456789";
+pub const INGEST_KEY: &str = "test-ingest-key-0123456789";
 /// How long a test waits for a frame that must come.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
@@ -250,6 +250,20 @@ impl TestApp {
         let res = self
             .http
             .post(self.url("/api/events"))
+            .bearer_auth(INGEST_KEY)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Posts a notification with the ingest key; returns status and body.
+    pub async fn post_notification(&self, body: &Value) -> (u16, Value) {
+        let res = self
+            .http
+            .post(self.url("/api/notifications"))
             .bearer_auth(INGEST_KEY)
             .json(body)
             .send()

@@ -78,17 +78,10 @@ async fn event_and_notification_frames() {
     assert!(e["id"].as_str().unwrap().len() >= 32);
 
     for target in ["user:alice", "system"] {
-        let res = app
-            .http
-            .post(app.url("/api/notifications"))
-            .bearer_auth(INGEST_KEY)
-            .json(&json!({"target": target, "level": "warning", "title": "Maintenance", "body": "at noon"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 202);
-        let body: serde_json::Value = res.json().await.unwrap();
-        assert_eq!(body["offset"], 1);
+        let (status, body) = app
+            .post_notification(&json!({"target": target, "level": "warning", "title": "Maintenance", "body": "at noon"}))
+            .await;
+        assert_eq!((status, body["offset"].as_i64()), (202, Some(1)));
         let n = c.recv().await;
         assert_eq!(n["type"], "notification");
         assert_eq!(n["channel"], target);
@@ -99,28 +92,17 @@ async fn event_and_notification_frames() {
         assert_eq!(n["notification"]["body"], "at noon");
     }
     // Another user's notification does not reach alice.
-    let res = app
-        .http
-        .post(app.url("/api/notifications"))
-        .bearer_auth(INGEST_KEY)
-        .json(&json!({"target": "user:bob", "level": "info", "title": "Hi"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 202);
+    let (status, _) = app
+        .post_notification(&json!({"target": "user:bob", "level": "info", "title": "Hi"}))
+        .await;
+    assert_eq!(status, 202);
     c.expect_silence(std::time::Duration::from_millis(400))
         .await;
     // A bad notification is a 400 with details.
-    let res = app
-        .http
-        .post(app.url("/api/notifications"))
-        .bearer_auth(INGEST_KEY)
-        .json(&json!({"target": "feed:demo", "level": "loud"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 400);
-    let body: serde_json::Value = res.json().await.unwrap();
+    let (status, body) = app
+        .post_notification(&json!({"target": "feed:demo", "level": "loud"}))
+        .await;
+    assert_eq!(status, 400);
     assert_eq!(body["error"]["code"], "bad_request");
     assert_eq!(body["error"]["details"].as_array().unwrap().len(), 3);
 }
