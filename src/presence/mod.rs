@@ -15,6 +15,8 @@
 
 pub mod cluster;
 pub mod registry;
+#[cfg(test)]
+mod registry_props;
 
 use crate::broker::{Broker, FromReplica, Gossip};
 use crate::hub::{Outbound, Publish, SessionId};

@@ -17,6 +17,8 @@
 //! - The session deregisters from the hub and presence in one place: `stopped`.
 
 mod subscription;
+#[cfg(test)]
+mod subscription_props;
 
 use crate::auth::Claims;
 use crate::db::queries;
