@@ -183,6 +183,10 @@ impl Config {
         if self.ingest_key().is_none() {
             return Err("PULSEHUB_INGEST_KEY is required (or run with --demo)".into());
         }
+        if !self.demo {
+            check_secret("PULSEHUB_JWT_SECRET", self.jwt_secret(), DEMO_JWT_SECRET)?;
+            check_secret("PULSEHUB_INGEST_KEY", self.ingest_key(), DEMO_INGEST_KEY)?;
+        }
         if self.heartbeat_secs == 0 || self.command_rate == 0 || self.command_burst == 0 {
             return Err("heartbeat, command rate and burst must be positive".into());
         }
@@ -222,6 +226,30 @@ impl Config {
     }
 }
 
+/// Shortest secret accepted outside demo mode, in bytes.
+pub const MIN_SECRET_BYTES: usize = 16;
+
+/// Outside demo mode a secret must not be the published demo value nor
+/// guessably short. The message names the variable, never the value.
+fn check_secret(name: &str, value: Option<&str>, demo: &str) -> Result<(), String> {
+    let Some(value) = value else {
+        return Err(format!("{name} is required (or run with --demo)"));
+    };
+    if value == demo {
+        return Err(format!(
+            "{name} is the built-in demo value, which is public; set a random secret \
+             (e.g. `openssl rand -base64 32`) or run with --demo"
+        ));
+    }
+    if value.len() < MIN_SECRET_BYTES {
+        return Err(format!(
+            "{name} is shorter than {MIN_SECRET_BYTES} bytes; set a random secret \
+             (e.g. `openssl rand -base64 32`) or run with --demo"
+        ));
+    }
+    Ok(())
+}
+
 fn non_empty(s: &Option<String>) -> Option<&str> {
     s.as_deref().filter(|s| !s.trim().is_empty())
 }
@@ -252,5 +280,57 @@ mod tests {
     fn secrets_are_required_outside_demo_mode() {
         let c = Wrap::parse_from(["x", "--jwt-secret", "", "--ingest-key", "k"]).config;
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn demo_or_short_secrets_are_refused_outside_demo_mode() {
+        let good = "0123456789abcdef";
+        let cases = [
+            (
+                "demo jwt secret",
+                DEMO_JWT_SECRET,
+                good,
+                "PULSEHUB_JWT_SECRET is the built-in demo value",
+            ),
+            (
+                "demo ingest key",
+                good,
+                DEMO_INGEST_KEY,
+                "PULSEHUB_INGEST_KEY is the built-in demo value",
+            ),
+            (
+                "short jwt secret",
+                "0123456789abcde",
+                good,
+                "PULSEHUB_JWT_SECRET is shorter than 16 bytes",
+            ),
+            (
+                "short ingest key",
+                good,
+                "k3y",
+                "PULSEHUB_INGEST_KEY is shorter than 16 bytes",
+            ),
+            (
+                "blank jwt secret",
+                "   ",
+                good,
+                "PULSEHUB_JWT_SECRET is required",
+            ),
+        ];
+        for (name, jwt, key, expected) in cases {
+            let c = Wrap::parse_from(["x", "--jwt-secret", jwt, "--ingest-key", key]).config;
+            let err = c.validate().expect_err(name);
+            assert!(err.starts_with(expected), "{name}: {err}");
+            assert!(
+                !err.contains(jwt) || jwt.trim().is_empty(),
+                "{name}: secret in message"
+            );
+            assert!(!err.contains(key), "{name}: key in message");
+        }
+        let ok = Wrap::parse_from(["x", "--jwt-secret", good, "--ingest-key", good]).config;
+        assert!(ok.validate().is_ok());
+        // Demo mode accepts the demo values, given or built in.
+        let demo = Wrap::parse_from(["x", "--demo", "--jwt-secret", DEMO_JWT_SECRET]).config;
+        assert!(demo.validate().is_ok());
     }
 }
