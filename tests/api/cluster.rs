@@ -439,3 +439,50 @@ async fn behind_nginx_every_client_sees_everything() {
         "{body}"
     );
 }
+
+#[actix_web::test]
+async fn a_stats_version_means_the_same_numbers_on_every_replica() {
+    let apps = spawn_cluster(2, |_| {}).await;
+    let mut watchers = Vec::new();
+    for app in &apps {
+        let mut c = app.connect("alice", &["demo"]).await;
+        c.subscribe("stats:demo", None).await;
+        c.recv().await;
+        watchers.push(c);
+    }
+    // Both replicas ingest, both replicas' clients watch.
+    for i in 0..10 {
+        let app = &apps[i % 2];
+        assert_eq!(
+            app.post_events(&events("demo", &format!("s{i}"), 10))
+                .await
+                .0,
+            202
+        );
+    }
+    let mut seen: Vec<std::collections::BTreeMap<i64, Value>> = Vec::new();
+    for c in &mut watchers {
+        let mut versions = std::collections::BTreeMap::new();
+        loop {
+            let f = c.recv().await;
+            if f["type"] != "stats" {
+                continue;
+            }
+            let done = f["stats"]["counts"]["message.sent"] == 100;
+            versions.insert(f["version"].as_i64().unwrap(), f["stats"].clone());
+            if done {
+                break;
+            }
+        }
+        seen.push(versions);
+    }
+    // A version means one set of numbers wherever it is seen, and both
+    // replicas' clients end on the same snapshot.
+    for (v, stats) in &seen[0] {
+        if let Some(other) = seen[1].get(v) {
+            assert_eq!(stats, other, "version {v} differs between replicas");
+        }
+    }
+    let last = |m: &std::collections::BTreeMap<i64, Value>| m.iter().next_back().map(|(v, _)| *v);
+    assert_eq!(last(&seen[0]), last(&seen[1]));
+}
