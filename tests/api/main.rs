@@ -1,6 +1,7 @@
 //! Integration tests: a real hub, real PostgreSQL, real WebSocket clients.
 
 mod abuse;
+mod access;
 mod cluster;
 mod dashboard;
 mod helpers;
