@@ -13,8 +13,8 @@ import pg from 'pg';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 export const BIN = process.env.PULSEHUB_BIN || join(ROOT, 'target/debug/pulsehub');
-export const JWT_SECRET = 'e2e-jwt-secret';
-export const INGEST_KEY = 'e2e-ingest-key';
+export const JWT_SECRET = 'e2e-jwt-secret-0123456789';
+export const INGEST_KEY = 'e2e-ingest-key-0123456789';
 
 const serverUrl = () => {
   const url = new URL(process.env.DATABASE_URL || 'postgres://postgres@127.0.0.1:5432/postgres');
