@@ -73,6 +73,8 @@ pub struct FanoutReport {
     /// delivery, when `hub_pids` were given; and per delivery.
     pub hub_cpu_s: Option<f64>,
     pub hub_cpu_us_per_delivery: Option<f64>,
+    /// Hub CPU per event published (ingest, commit and its fan-out).
+    pub hub_cpu_ms_per_event: Option<f64>,
     /// Resident memory of this load generator at the end.
     pub loadtest_rss_mb: f64,
 }
@@ -163,6 +165,8 @@ pub async fn run(target: Arc<Target>, opts: &FanoutOpts) -> anyhow::Result<Fanou
         started.elapsed().as_secs_f64()
     };
     info.finish();
+    let hub_cpu_ms_per_event =
+        hub_cpu_s.map(|s| (s * 1e3 / publish.stored.max(1) as f64 * 1000.0).round() / 1000.0);
     Ok(FanoutReport {
         info,
         connections: opts.connections,
@@ -180,6 +184,7 @@ pub async fn run(target: Arc<Target>, opts: &FanoutOpts) -> anyhow::Result<Fanou
         first_error,
         hub_cpu_us_per_delivery: hub_cpu_s
             .map(|s| (s * 1e6 / delivery.delivered.max(1) as f64 * 100.0).round() / 100.0),
+        hub_cpu_ms_per_event,
         hub_cpu_s,
         loadtest_rss_mb: measure::own_rss_bytes().unwrap_or(0) as f64 / 1048576.0,
     })
