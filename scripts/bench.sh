@@ -21,8 +21,9 @@
 #
 # Every run targets loopback only, is bounded in size and time, and stops by
 # itself. Results: a table on stdout and, per preset, JSON and text in
-# $BENCH_OUT (default target/bench/<date>-<time>), each next to `uptime`:
-# other work on the machine (a compiler!) changes every figure.
+# $BENCH_OUT (default target/bench/<date>-<time>), each next to `uptime`
+# (other work on the machine, a compiler!, changes every figure) and the
+# hubs' CPU time during the run.
 #
 # Environment:
 #   BENCH_REPLICAS   1 (default) or 2: two hubs sharing PostgreSQL and Redis
@@ -31,7 +32,6 @@
 #   BENCH_DB         database name (default pulsehub_bench)
 #   BENCH_REDIS_PREFIX  Redis key prefix of the bench cluster (default
 #                    pulsehub-bench, apart from any other hub on that Redis)
-# Each preset's text also gets the hubs' CPU time during the run.
 #   BENCH_PERF       set to 1: `perf record` the hub during each preset
 #                    (needs linux-perf; perf.data files land in $BENCH_OUT)
 #   BENCH_HUB_ARGS   extra arguments for `pulsehub serve`
