@@ -147,6 +147,8 @@ impl Application {
         .on_connect(|conn, ext| {
             if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
                 ext.insert(ConnFd(tcp.as_raw_fd()));
+                // Frames are pushed as they come: do not hold small writes back.
+                let _ = tcp.set_nodelay(true);
                 let _ = socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(TCP_USER_TIMEOUT));
             }
         })

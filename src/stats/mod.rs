@@ -114,6 +114,12 @@ enum Job {
     Note(NewNotification, Reply<Notified>),
 }
 
+/// A job whose contents went into a commit: what its reply needs.
+enum Waiting {
+    Events(usize, Reply<Accepted>),
+    Note(Reply<Notified>),
+}
+
 impl Job {
     fn weight(&self) -> usize {
         match self {
@@ -201,26 +207,31 @@ impl StatsAggregator {
             }
             return;
         }
+        // Events and notifications move into the commit; the jobs keep
+        // only what their replies need.
         let mut jobs = Vec::new();
+        let mut events = Vec::new();
+        let mut notes = Vec::new();
         let mut weight = 0;
         while let Some(job) = self.queue.front() {
             if !jobs.is_empty() && weight + job.weight() > self.settings.batch_max {
                 break;
             }
             weight += job.weight();
-            jobs.extend(self.queue.pop_front());
+            match self.queue.pop_front() {
+                Some(Job::Events(mut e, reply)) => {
+                    jobs.push(Waiting::Events(e.len(), reply));
+                    events.append(&mut e);
+                }
+                Some(Job::Note(n, reply)) => {
+                    jobs.push(Waiting::Note(reply));
+                    notes.push(n);
+                }
+                None => break,
+            }
         }
         self.queued -= weight;
         self.committing = true;
-
-        let mut events = Vec::new();
-        let mut notes = Vec::new();
-        for job in &jobs {
-            match job {
-                Job::Events(e, _) => events.extend(e.iter().cloned()),
-                Job::Note(n, _) => notes.push(n.clone()),
-            }
-        }
         let pool = self.pool.clone();
         let started = Instant::now();
         let commit = async move {
@@ -252,8 +263,8 @@ impl StatsAggregator {
                 Err(err) => {
                     for job in jobs {
                         match job {
-                            Job::Events(_, reply) => drop(reply.send(Err(clone_err(&err)))),
-                            Job::Note(_, reply) => drop(reply.send(Err(clone_err(&err)))),
+                            Waiting::Events(_, reply) => drop(reply.send(Err(clone_err(&err)))),
+                            Waiting::Note(reply) => drop(reply.send(Err(clone_err(&err)))),
                         }
                     }
                 }
@@ -265,7 +276,7 @@ impl StatsAggregator {
     /// Publishes what a commit stored, then answers its requests.
     fn committed(
         &mut self,
-        jobs: Vec<Job>,
+        jobs: Vec<Waiting>,
         events: &[NewEvent],
         notes: &[NewNotification],
         done: queries::Committed,
@@ -321,18 +332,14 @@ impl StatsAggregator {
         let mut notified = notified.into_iter();
         for job in jobs {
             match job {
-                Job::Events(e, reply) => {
-                    let accepted = offsets
-                        .by_ref()
-                        .take(e.len())
-                        .filter(|o| o.is_some())
-                        .count();
+                Waiting::Events(n, reply) => {
+                    let accepted = offsets.by_ref().take(n).filter(|o| o.is_some()).count();
                     let _ = reply.send(Ok(Accepted {
                         accepted,
-                        duplicates: e.len() - accepted,
+                        duplicates: n - accepted,
                     }));
                 }
-                Job::Note(_, reply) => {
+                Waiting::Note(reply) => {
                     if let Some(n) = notified.next() {
                         let _ = reply.send(Ok(n));
                     }
