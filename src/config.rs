@@ -21,8 +21,9 @@ pub const DEMO_JWT_SECRET: &str = "pulsehub-demo-secret-change-me";
 /// See [`DEMO_JWT_SECRET`].
 pub const DEMO_INGEST_KEY: &str = "pulsehub-demo-ingest-key";
 
-/// Everything `pulsehub serve` needs.
-#[derive(Debug, Clone, Args)]
+/// Everything `pulsehub serve` needs. Its `Debug` masks secrets and the
+/// passwords in URLs, so printing a `Config` never leaks them.
+#[derive(Clone, Args)]
 pub struct Config {
     /// Address and port to listen on.
     #[arg(long, env = "PULSEHUB_BIND", default_value = "127.0.0.1:8080")]
@@ -250,6 +251,33 @@ fn check_secret(name: &str, value: Option<&str>, demo: &str) -> Result<(), Strin
     Ok(())
 }
 
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secret = |s: &Option<String>| s.as_ref().map(|_| "***");
+        f.debug_struct("Config")
+            .field("bind", &self.bind)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .field("jwt_secret", &secret(&self.jwt_secret))
+            .field("ingest_key", &secret(&self.ingest_key))
+            .field("demo", &self.demo)
+            .field("instance_id", &self.instance_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A URL with its password replaced by `***`, for logs and messages.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(_) => url.to_string(),
+        Err(_) => "<unparsable URL>".to_string(),
+    }
+}
+
 fn non_empty(s: &Option<String>) -> Option<&str> {
     s.as_deref().filter(|s| !s.trim().is_empty())
 }
@@ -263,6 +291,32 @@ mod tests {
     struct Wrap {
         #[command(flatten)]
         config: Config,
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let c = Wrap::parse_from([
+            "x",
+            "--jwt-secret",
+            "jwt-secret-value-123",
+            "--ingest-key",
+            "ingest-key-value-123",
+            "--database-url",
+            "postgres://u:pg-password@db/x",
+            "--redis-url",
+            "redis://:redis-password@r:6379",
+        ])
+        .config;
+        let text = format!("{c:?}");
+        for secret in [
+            "jwt-secret-value-123",
+            "ingest-key-value-123",
+            "pg-password",
+            "redis-password",
+        ] {
+            assert!(!text.contains(secret), "{secret} leaked in {text}");
+        }
+        assert!(text.contains("postgres://u:***@db/x"), "{text}");
     }
 
     #[test]

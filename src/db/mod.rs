@@ -41,7 +41,12 @@ pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
     admin.set_path("/postgres");
     let mut conn = AsyncPgConnection::establish(admin.as_str())
         .await
-        .with_context(|| format!("connecting to PostgreSQL at {}", redact(&admin)))?;
+        .with_context(|| {
+            format!(
+                "connecting to PostgreSQL at {}",
+                crate::config::redact_url(admin.as_str())
+            )
+        })?;
 
     #[derive(QueryableByName)]
     struct Found {
@@ -95,13 +100,4 @@ pub async fn prepare(url: &str) -> anyhow::Result<()> {
         tracing::info!(migrations = ran, "database migrated");
     }
     Ok(())
-}
-
-/// The URL without its password, for messages.
-fn redact(url: &url::Url) -> String {
-    let mut u = url.clone();
-    if u.password().is_some() {
-        let _ = u.set_password(Some("***"));
-    }
-    u.to_string()
 }
