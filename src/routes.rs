@@ -219,9 +219,10 @@ async fn history(
             tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + WAIT_CHECK_EVERY))
                 .await;
             let mut conn = state.pool.get().await?;
-            (latest, first) = queries::channel_bounds(&mut conn, &channel).await?;
+            latest = queries::latest_offset(&mut conn, &channel).await?;
         }
         conn = state.pool.get().await?;
+        (latest, first) = queries::channel_bounds(&mut conn, &channel).await?;
     }
     let (plan, recovered) = queries::plan_replay(query.since, latest, first);
     let items = match plan {

@@ -393,6 +393,21 @@ pub struct Delivery {
     pub subscribers: usize,
 }
 
+impl Delivery {
+    /// What `--check` fails on in any delivery: loss, duplication, disorder.
+    pub fn problems(&self) -> Vec<String> {
+        [
+            (self.lost, "deliveries lost"),
+            (self.duplicated, "deliveries duplicated"),
+            (self.out_of_order, "deliveries out of order"),
+        ]
+        .into_iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect()
+    }
+}
+
 /// Adds up what subscribers saw; `stored[scope]` events were acknowledged.
 pub fn tally(results: &[SubscriberResult], stored: &[u64]) -> Delivery {
     let mut d = Delivery::default();

@@ -398,19 +398,24 @@ pub async fn next_stats_version(conn: &mut AsyncPgConnection, scope: &str) -> Qu
         .await
 }
 
+/// A recoverable channel's latest offset (0 when it has none).
+pub async fn latest_offset(conn: &mut AsyncPgConnection, channel: &Channel) -> QueryResult<i64> {
+    Ok(channel_offsets::table
+        .find(channel.to_string())
+        .select(channel_offsets::last_offset)
+        .first(conn)
+        .await
+        .optional()?
+        .unwrap_or(0))
+}
+
 /// A recoverable channel's latest offset (0 when it has none) and the oldest
 /// offset still retained (`None` when nothing is).
 pub async fn channel_bounds(
     conn: &mut AsyncPgConnection,
     channel: &Channel,
 ) -> QueryResult<(i64, Option<i64>)> {
-    let latest: i64 = channel_offsets::table
-        .find(channel.to_string())
-        .select(channel_offsets::last_offset)
-        .first(conn)
-        .await
-        .optional()?
-        .unwrap_or(0);
+    let latest = latest_offset(conn, channel).await?;
     let first: Option<i64> = match channel {
         Channel::Feed(scope) => {
             events::table

@@ -150,7 +150,6 @@ pub struct Hub {
     channels: HashMap<Arc<str>, HashSet<SessionId>>,
     broker: Arc<dyn Broker>,
     watcher: Recipient<Watch>,
-    slow_consumers: u64,
     metrics: Arc<Metrics>,
     /// Set by `Shutdown`: sessions that connect afterwards are closed at once.
     closing: bool,
@@ -163,7 +162,6 @@ impl Hub {
             channels: HashMap::new(),
             broker,
             watcher,
-            slow_consumers: 0,
             metrics,
             closing: false,
         }
@@ -201,7 +199,6 @@ impl Hub {
         let Some(peer) = self.remove_session(session) else {
             return;
         };
-        self.slow_consumers += 1;
         self.metrics.slow_consumers.inc();
         let (frames, bytes) = peer.outbox.pending();
         tracing::warn!(%session, frames, bytes, "slow consumer closed");
@@ -337,7 +334,7 @@ impl Handler<Counts> for Hub {
         MessageResult(HubCounts {
             sessions: self.sessions.len(),
             subscriptions: self.channels.values().map(HashSet::len).sum(),
-            slow_consumers: self.slow_consumers,
+            slow_consumers: self.metrics.slow_consumers.get(),
         })
     }
 }

@@ -383,13 +383,7 @@ async fn unauthorized_and_forbidden() {
         "ingest key not as bearer",
         post(Some(INGEST_KEY.to_string())).await,
     );
-    let token = app.token("alice", &["demo"]);
-    let (status, body) = app.get("/api/channels/feed:demo/history", &token).await;
-    assert_eq!(
-        (status, &body["offset"]),
-        (200, &json!(0)),
-        "nothing stored: {body}"
-    );
+    assert_nothing_stored(&app).await;
 }
 
 #[actix_web::test]
@@ -562,13 +556,7 @@ async fn bodies() {
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["code"], "bad_request", "{body}");
 
-    let token = app.token("alice", &["demo"]);
-    let (status, body) = app.get("/api/channels/feed:demo/history", &token).await;
-    assert_eq!(
-        (status, &body["offset"]),
-        (200, &json!(0)),
-        "nothing stored: {body}"
-    );
+    assert_nothing_stored(&app).await;
 
     for (method, path) in [
         ("GET", "/nope"),
@@ -589,4 +577,15 @@ async fn bodies() {
             "{method} {path}: {body}"
         );
     }
+}
+
+/// The feed of `demo` is still empty: a refused request stored nothing.
+async fn assert_nothing_stored(app: &TestApp) {
+    let token = app.token("alice", &["demo"]);
+    let (status, body) = app.get("/api/channels/feed:demo/history", &token).await;
+    assert_eq!(
+        (status, &body["offset"]),
+        (200, &json!(0)),
+        "nothing stored: {body}"
+    );
 }

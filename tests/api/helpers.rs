@@ -247,23 +247,18 @@ impl TestApp {
 
     /// Posts events with the ingest key; returns status and body.
     pub async fn post_events(&self, body: &Value) -> (u16, Value) {
-        let res = self
-            .http
-            .post(self.url("/api/events"))
-            .bearer_auth(INGEST_KEY)
-            .json(body)
-            .send()
-            .await
-            .unwrap();
-        let status = res.status().as_u16();
-        (status, res.json().await.unwrap_or(Value::Null))
+        self.post("/api/events", body).await
     }
 
     /// Posts a notification with the ingest key; returns status and body.
     pub async fn post_notification(&self, body: &Value) -> (u16, Value) {
+        self.post("/api/notifications", body).await
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
         let res = self
             .http
-            .post(self.url("/api/notifications"))
+            .post(self.url(path))
             .bearer_auth(INGEST_KEY)
             .json(body)
             .send()

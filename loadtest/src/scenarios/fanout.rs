@@ -238,15 +238,7 @@ impl FanoutReport {
                 self.publish.failed_events
             ));
         }
-        if d.lost > 0 {
-            p.push(format!("{} deliveries lost", d.lost));
-        }
-        if d.duplicated > 0 {
-            p.push(format!("{} deliveries duplicated", d.duplicated));
-        }
-        if d.out_of_order > 0 {
-            p.push(format!("{} deliveries out of order", d.out_of_order));
-        }
+        p.extend(d.problems());
         if d.disconnects > 0 {
             p.push(format!("{} subscribers disconnected", d.disconnects));
         }

@@ -323,15 +323,7 @@ impl ReconnectReport {
                 self.publish.failed_events
             ));
         }
-        if d.lost > 0 {
-            p.push(format!("{} deliveries lost", d.lost));
-        }
-        if d.duplicated > 0 {
-            p.push(format!("{} deliveries duplicated", d.duplicated));
-        }
-        if d.out_of_order > 0 {
-            p.push(format!("{} deliveries out of order", d.out_of_order));
-        }
+        p.extend(d.problems());
         if self.still_down > 0 {
             p.push(format!("{} subscribers never came back", self.still_down));
         }
