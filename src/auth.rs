@@ -137,22 +137,6 @@ pub fn check_ingest_key(req: &HttpRequest, key: &str) -> Result<(), HubError> {
     }
 }
 
-/// A browser request from an origin that is not allowed gets 403; requests
-/// without `Origin` (services, curl) and hubs without a list pass.
-pub fn check_origin(req: &HttpRequest, allowed: &[String]) -> Result<(), HubError> {
-    if allowed.is_empty() {
-        return Ok(());
-    }
-    match req.headers().get("origin").and_then(|o| o.to_str().ok()) {
-        None => Ok(()),
-        Some(origin) if allowed.iter().any(|a| a == origin || a == "*") => Ok(()),
-        Some(origin) => Err(HubError::Forbidden(format!(
-            "origin '{}' is not allowed",
-            origin.chars().take(100).collect::<String>()
-        ))),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

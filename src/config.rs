@@ -147,10 +147,20 @@ pub struct Config {
     #[arg(long, env = "PULSEHUB_BATCH_MAX", default_value_t = 5000)]
     pub batch_max: usize,
 
-    /// Browser origins allowed to open `/ws` and call the API (comma-separated).
-    /// Empty: any origin.
+    /// Browser origins allowed to open `/ws` and call the API (comma-separated,
+    /// e.g. `https://app.example.com`; `*`: any). Listed origins also get CORS
+    /// headers on the HTTP API. Empty: no Origin check and no CORS headers.
     #[arg(long, env = "PULSEHUB_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
+
+    /// WebSocket connections one user may hold on this replica (0: no limit).
+    #[arg(long, env = "PULSEHUB_MAX_CONNECTIONS_PER_USER", default_value_t = 20)]
+    pub max_connections_per_user: usize,
+
+    /// Seconds a client has to send a request's headers, and again its body;
+    /// slower connections are closed (408).
+    #[arg(long, env = "PULSEHUB_REQUEST_TIMEOUT_SECS", default_value_t = 10)]
+    pub request_timeout_secs: u64,
 
     /// Serve Prometheus metrics at `/metrics` (to anyone who can reach the port).
     #[arg(long, env = "PULSEHUB_METRICS", default_value_t = true, action = clap::ArgAction::Set)]
@@ -188,10 +198,18 @@ impl Config {
             check_secret("PULSEHUB_JWT_SECRET", self.jwt_secret(), DEMO_JWT_SECRET)?;
             check_secret("PULSEHUB_INGEST_KEY", self.ingest_key(), DEMO_INGEST_KEY)?;
         }
-        if self.heartbeat_secs == 0 || self.command_rate == 0 || self.command_burst == 0 {
-            return Err("heartbeat, command rate and burst must be positive".into());
+        if self.heartbeat_secs == 0
+            || self.command_rate == 0
+            || self.command_burst == 0
+            || self.request_timeout_secs == 0
+        {
+            return Err(
+                "heartbeat, command rate, burst and request timeout must be positive".into(),
+            );
         }
-        Ok(())
+        self.allowed_origins
+            .iter()
+            .try_for_each(|o| crate::origin::validate(o))
     }
 
     /// This replica's name.
@@ -206,6 +224,9 @@ impl Config {
 
     pub fn heartbeat(&self) -> Duration {
         Duration::from_secs(self.heartbeat_secs)
+    }
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
     }
     pub fn idle(&self) -> Duration {
         Duration::from_secs(self.idle_secs)

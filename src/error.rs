@@ -36,6 +36,9 @@ pub enum HubError {
     RateLimited(String),
     #[error("{0}")]
     TooLarge(String),
+    /// A request's body did not arrive in time (HTTP 408, code `bad_request`).
+    #[error("{0}")]
+    Timeout(String),
     #[error("{0}")]
     LimitReached(String),
     /// The hub cannot take more work right now (queue full, stopping).
@@ -49,7 +52,9 @@ impl HubError {
     /// The protocol's error code.
     pub fn code(&self) -> &'static str {
         match self {
-            HubError::BadRequest(_) | HubError::Invalid { .. } => "bad_request",
+            HubError::BadRequest(_) | HubError::Invalid { .. } | HubError::Timeout(_) => {
+                "bad_request"
+            }
             HubError::Unauthorized(_) => "unauthorized",
             HubError::Forbidden(_) => "forbidden",
             HubError::NotFound(_) => "not_found",
@@ -97,7 +102,9 @@ impl ResponseError for HubError {
             HubError::NotFound(_) => StatusCode::NOT_FOUND,
             HubError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             HubError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            HubError::LimitReached(_) => StatusCode::CONFLICT,
+            HubError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+            // Over HTTP only the per-user connection limit raises it.
+            HubError::LimitReached(_) => StatusCode::TOO_MANY_REQUESTS,
             HubError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             HubError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

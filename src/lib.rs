@@ -4,11 +4,13 @@
 pub mod auth;
 pub mod broker;
 pub mod config;
+pub mod connections;
 pub mod db;
 pub mod error;
 pub mod events;
 pub mod hub;
 pub mod metrics;
+pub mod origin;
 pub mod presence;
 pub mod protocol;
 pub mod routes;

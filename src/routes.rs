@@ -3,7 +3,7 @@
 //! Every error is `{"error":{"code","message","details"?}}` with a 4xx/5xx
 //! status; handlers only authenticate, validate and hand work to the actors.
 
-use crate::auth::{check_ingest_key, check_origin, claims_for, request_token, Claims};
+use crate::auth::{check_ingest_key, claims_for, request_token, Claims};
 use crate::broker::Health;
 use crate::db::queries;
 use crate::error::HubError;
@@ -52,40 +52,51 @@ async fn ws(
     stream: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, actix_web::Error> {
-    check_origin(&req, &state.config.allowed_origins)?;
     let token = request_token(&req).ok_or_else(|| {
         HubError::Unauthorized("missing token (?token= or Authorization: Bearer)".into())
     })?;
     let claims = state.tokens.verify(&token)?;
+    let slot = state.connections.acquire(&claims.sub).inspect_err(|_| {
+        state.metrics.connections_refused.inc();
+    })?;
     let fd = req.conn_data::<ConnFd>().map(|c| c.0);
-    session::start(&req, stream, state, claims, fd)
+    session::start(&req, stream, state, claims, slot, fd)
 }
 
-/// Authenticates a browser read: Origin and JWT.
+/// Authenticates a browser read (the Origin was checked by `origin::guard`).
 fn reader(req: &HttpRequest, state: &AppState) -> Result<Claims, HubError> {
-    check_origin(req, &state.config.allowed_origins)?;
     let token = request_token(req).ok_or_else(|| {
         HubError::Unauthorized("missing token (Authorization: Bearer or ?token=)".into())
     })?;
     state.tokens.verify(&token)
 }
 
-/// Authenticates a service write: Origin and ingest key.
+/// Authenticates a service write (the Origin was checked by `origin::guard`).
 fn writer(req: &HttpRequest, state: &AppState) -> Result<(), HubError> {
-    check_origin(req, &state.config.allowed_origins)?;
     check_ingest_key(req, &state.ingest_key)
 }
 
-/// Reads a JSON body of at most [`MAX_BODY`] bytes.
-async fn json_body(mut payload: web::Payload) -> Result<Value, HubError> {
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| HubError::BadRequest(format!("reading body: {e}")))?;
-        if body.len() + chunk.len() > MAX_BODY {
-            return Err(HubError::TooLarge(format!("body over {MAX_BODY} bytes")));
+/// Reads a JSON body of at most [`MAX_BODY`] bytes, which must arrive
+/// within `timeout` (a client trickling its body would hold a worker's
+/// connection forever).
+async fn json_body(mut payload: web::Payload, timeout: Duration) -> Result<Value, HubError> {
+    let read = async {
+        let mut body = web::BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|e| HubError::BadRequest(format!("reading body: {e}")))?;
+            if body.len() + chunk.len() > MAX_BODY {
+                return Err(HubError::TooLarge(format!("body over {MAX_BODY} bytes")));
+            }
+            body.extend_from_slice(&chunk);
         }
-        body.extend_from_slice(&chunk);
-    }
+        Ok(body)
+    };
+    let body = tokio::time::timeout(timeout, read).await.map_err(|_| {
+        HubError::Timeout(format!(
+            "request body not received within {} s",
+            timeout.as_secs()
+        ))
+    })??;
     serde_json::from_slice(&body).map_err(|e| HubError::BadRequest(format!("malformed JSON: {e}")))
 }
 
@@ -95,7 +106,7 @@ async fn ingest_events(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, HubError> {
     writer(&req, &state)?;
-    let events = validate_batch(&json_body(payload).await?)?;
+    let events = validate_batch(&json_body(payload, state.config.request_timeout()).await?)?;
     let (reply, done) = tokio::sync::oneshot::channel();
     state.stats.send(Ingest { events, reply }).await?;
     let accepted = done.await.map_err(HubError::internal)??;
@@ -108,7 +119,8 @@ async fn ingest_notification(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, HubError> {
     writer(&req, &state)?;
-    let notification = validate_notification(&json_body(payload).await?)?;
+    let notification =
+        validate_notification(&json_body(payload, state.config.request_timeout()).await?)?;
     let (reply, done) = tokio::sync::oneshot::channel();
     state
         .stats
@@ -288,7 +300,6 @@ const DEV_TOKEN_TTL_SECS: i64 = 3600;
 /// only in demo mode (404 otherwise). Stands in for the login of a real
 /// application, which mints tokens in its own backend.
 async fn dev_token(
-    req: HttpRequest,
     query: web::Query<DevTokenQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, HubError> {
@@ -297,7 +308,6 @@ async fn dev_token(
             "the dev token endpoint exists only in demo mode (serve --demo)".into(),
         ));
     }
-    check_origin(&req, &state.config.allowed_origins)?;
     let user = match query.user.as_deref() {
         Some(u) if valid_user_id(u) => u.to_string(),
         Some(_) => {

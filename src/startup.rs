@@ -10,6 +10,7 @@
 use crate::auth::TokenKeys;
 use crate::broker::{memory::InMemoryBroker, redis::RedisBroker, Broker, Inbound};
 use crate::config::Config;
+use crate::connections::UserConnections;
 use crate::db::{self, Pool};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
@@ -29,6 +30,7 @@ pub struct AppState {
     pub config: Config,
     pub instance: String,
     pub tokens: TokenKeys,
+    pub connections: Arc<UserConnections>,
     pub ingest_key: String,
     pub pool: Pool,
     pub hub: Addr<Hub>,
@@ -125,6 +127,7 @@ impl Application {
         let state = web::Data::new(AppState {
             instance,
             tokens: TokenKeys::new(config.jwt_secret().unwrap_or_default()),
+            connections: UserConnections::new(config.max_connections_per_user),
             ingest_key: config.ingest_key().unwrap_or_default().to_string(),
             pool,
             hub,
@@ -136,8 +139,12 @@ impl Application {
         });
         let data = state.clone();
         let server = HttpServer::new(move || {
+            // The last `wrap` runs first: log, then refuse foreign origins,
+            // then CORS for the allowed ones.
             App::new()
                 .app_data(data.clone())
+                .wrap(crate::origin::cors(&data.config.allowed_origins))
+                .wrap(actix_web::middleware::from_fn(crate::origin::guard))
                 .wrap(actix_web::middleware::from_fn(
                     crate::telemetry::log_request,
                 ))
@@ -157,6 +164,9 @@ impl Application {
         } else {
             config.workers
         })
+        // Slowloris: a connection that has not sent its request head in time
+        // gets 408 and is closed (bodies: `routes::json_body`).
+        .client_request_timeout(config.request_timeout())
         .disable_signals()
         .shutdown_timeout(config.shutdown_secs)
         .listen(listener)?

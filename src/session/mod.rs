@@ -21,6 +21,7 @@ mod subscription;
 mod subscription_props;
 
 use crate::auth::Claims;
+use crate::connections::Slot;
 use crate::db::queries;
 use crate::error::HubError;
 use crate::hub::outbox::{Outbox, Socket};
@@ -48,9 +49,10 @@ pub fn start(
     stream: web::Payload,
     state: web::Data<AppState>,
     claims: Claims,
+    slot: Slot,
     socket: Option<std::os::fd::RawFd>,
 ) -> Result<HttpResponse, actix_web::Error> {
-    let session = WsSession::new(state.into_inner(), claims, socket);
+    let session = WsSession::new(state.into_inner(), claims, slot, socket);
     // Frames up to 16× the limit are read and answered `too_large`; larger
     // ones break the codec and close the connection with 1009.
     let hard_cap = session.state.config.max_frame_bytes.saturating_mul(16);
@@ -63,6 +65,8 @@ pub struct WsSession {
     id: SessionId,
     state: Arc<AppState>,
     claims: Claims,
+    /// This connection, counted against the user's limit until the session ends.
+    _slot: Slot,
     subs: HashMap<Arc<str>, Sub>,
     /// Channels per scope this session holds: presence membership.
     scopes: HashMap<String, usize>,
@@ -83,7 +87,12 @@ fn nz(n: u32) -> NonZeroU32 {
 }
 
 impl WsSession {
-    fn new(state: Arc<AppState>, claims: Claims, socket: Option<std::os::fd::RawFd>) -> Self {
+    fn new(
+        state: Arc<AppState>,
+        claims: Claims,
+        slot: Slot,
+        socket: Option<std::os::fd::RawFd>,
+    ) -> Self {
         let c = &state.config;
         let limiter = RateLimiter::direct(
             Quota::per_second(nz(c.command_rate)).allow_burst(nz(c.command_burst)),
@@ -95,6 +104,7 @@ impl WsSession {
             span: tracing::info_span!("session", id = %id, user = %claims.sub),
             id,
             claims,
+            _slot: slot,
             subs: HashMap::new(),
             scopes: HashMap::new(),
             last_heard: Instant::now(),

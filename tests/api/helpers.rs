@@ -788,3 +788,14 @@ impl Drop for PrivateRedis {
         self.stop();
     }
 }
+
+/// The feed of `demo` is still empty: a refused request stored nothing.
+pub async fn assert_nothing_stored(app: &TestApp) {
+    let token = app.token("alice", &["demo"]);
+    let (status, body) = app.get("/api/channels/feed:demo/history", &token).await;
+    assert_eq!(
+        (status, &body["offset"]),
+        (200, &json!(0)),
+        "nothing stored: {body}"
+    );
+}

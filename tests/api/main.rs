@@ -7,6 +7,8 @@ mod dashboard;
 mod helpers;
 mod ingest;
 mod lifecycle;
+mod limits;
+mod origin;
 mod presence;
 mod protocol;
 mod replay;
