@@ -16,6 +16,7 @@
 //!   handed to the socket, so they advance only as fast as the client reads.
 //! - The session deregisters from the hub and presence in one place: `stopped`.
 
+mod fragments;
 mod subscription;
 #[cfg(test)]
 mod subscription_props;
@@ -53,12 +54,16 @@ pub fn start(
     socket: Option<std::os::fd::RawFd>,
 ) -> Result<HttpResponse, actix_web::Error> {
     let session = WsSession::new(state.into_inner(), claims, slot, socket);
-    // Frames up to 16× the limit are read and answered `too_large`; larger
-    // ones break the codec and close the connection with 1009.
-    let hard_cap = session.state.config.max_frame_bytes.saturating_mul(16);
+    let cap = hard_cap(&session.state.config);
     ws::WsResponseBuilder::new(session, req, stream)
-        .frame_size(hard_cap)
+        .frame_size(cap)
         .start()
+}
+
+/// Messages (a frame, or fragments joined) up to 16× the limit are read and
+/// answered `too_large`; larger ones close the connection with 1009.
+fn hard_cap(config: &crate::config::Config) -> usize {
+    config.max_frame_bytes.saturating_mul(16)
 }
 
 pub struct WsSession {
@@ -67,6 +72,8 @@ pub struct WsSession {
     claims: Claims,
     /// This connection, counted against the user's limit until the session ends.
     _slot: Slot,
+    /// A fragmented message being received.
+    fragments: fragments::Fragments,
     subs: HashMap<Arc<str>, Sub>,
     /// Channels per scope this session holds: presence membership.
     scopes: HashMap<String, usize>,
@@ -105,6 +112,7 @@ impl WsSession {
             id,
             claims,
             _slot: slot,
+            fragments: fragments::Fragments::new(hard_cap(c)),
             subs: HashMap::new(),
             scopes: HashMap::new(),
             last_heard: Instant::now(),
@@ -609,35 +617,42 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
         self.state.metrics.frames_in.inc();
         match msg {
             Ok(ws::Message::Text(text)) => self.on_text(&text, ctx),
-            Ok(ws::Message::Binary(_)) => self.on_text_rejected(
-                ctx,
-                HubError::BadRequest("binary frames are not supported; send JSON text".into()),
-            ),
+            Ok(ws::Message::Binary(_)) => self.on_binary(ctx),
             Ok(ws::Message::Continuation(item)) => {
-                if matches!(
-                    item,
-                    actix_http::ws::Item::FirstText(_) | actix_http::ws::Item::FirstBinary(_)
-                ) {
-                    self.on_text_rejected(
-                        ctx,
-                        HubError::BadRequest("fragmented frames are not supported".into()),
-                    );
+                // Every fragment but the last counts against the command
+                // rate here; the whole message counts as one command.
+                let last = matches!(item, actix_http::ws::Item::Last(_));
+                if !last && !self.within_rate(ctx) {
+                    return;
+                }
+                match self.fragments.push(item) {
+                    Ok(None) => {}
+                    Ok(Some(fragments::Message::Text(text))) => self.on_text(&text, ctx),
+                    Ok(Some(fragments::Message::Binary)) => self.on_binary(ctx),
+                    Err(fragments::Refused::TooLarge) => self.close(ctx, 1009, "message too big"),
+                    Err(fragments::Refused::InvalidUtf8) => {
+                        self.close(ctx, 1007, "text is not UTF-8")
+                    }
+                    Err(fragments::Refused::OutOfOrder) => self.close(ctx, 1002, "protocol error"),
                 }
             }
             // Pings count against the command rate too; over it, no pong.
-            Ok(ws::Message::Ping(p)) => match self.limiter.check() {
-                Ok(()) => ctx.pong(&p),
-                Err(_) if self.abuse.check().is_err() => {
-                    self.close(ctx, 1008, "repeated abuse: command rate exceeded")
+            Ok(ws::Message::Ping(p)) => {
+                if self.within_rate(ctx) {
+                    ctx.pong(&p);
                 }
-                Err(_) => {}
-            },
+            }
             Ok(ws::Message::Pong(_)) | Ok(ws::Message::Nop) => {}
             Ok(ws::Message::Close(reason)) => {
                 ctx.close(reason);
                 ctx.stop();
             }
             Err(ws::ProtocolError::Overflow) => self.close(ctx, 1009, "frame too big"),
+            // actix-web-actors reports a text frame that is not UTF-8 only
+            // as an I/O error carrying `Utf8Error`'s message.
+            Err(ws::ProtocolError::Io(e)) if e.to_string().contains("utf-8") => {
+                self.close(ctx, 1007, "text is not UTF-8")
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "websocket protocol error");
                 self.close(ctx, 1002, "protocol error");
@@ -647,6 +662,25 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
 }
 
 impl WsSession {
+    /// Counts a frame that gets no reply of its own against the command
+    /// rate; repeated abuse closes the connection (1008).
+    fn within_rate(&mut self, ctx: &mut ws::WebsocketContext<Self>) -> bool {
+        if self.limiter.check().is_ok() {
+            return true;
+        }
+        if self.abuse.check().is_err() {
+            self.close(ctx, 1008, "repeated abuse: command rate exceeded");
+        }
+        false
+    }
+
+    fn on_binary(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        self.on_text_rejected(
+            ctx,
+            HubError::BadRequest("binary frames are not supported; send JSON text".into()),
+        );
+    }
+
     /// A frame that is not a command still counts against the rate limit.
     fn on_text_rejected(&mut self, ctx: &mut ws::WebsocketContext<Self>, e: HubError) {
         if self.limiter.check().is_err() {

@@ -1,7 +1,11 @@
 //! Every server frame type and the command replies of PROTOCOL.md.
 
 use crate::helpers::*;
+use futures_util::SinkExt;
 use serde_json::json;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::Message;
 
 #[actix_web::test]
 async fn welcome_ping_activity_and_unsubscribe() {
@@ -182,4 +186,75 @@ async fn internal_error_when_the_database_breaks() {
     );
     // The message says nothing about the database's internals.
     assert_eq!(f["message"], "internal error");
+}
+
+/// A raw frame, as a client that fragments messages sends it.
+fn frame(data: &[u8], opcode: OpCode, fin: bool) -> Message {
+    Message::Frame(Frame::message(data.to_vec(), opcode, fin))
+}
+
+const TEXT: OpCode = OpCode::Data(Data::Text);
+const CONTINUE: OpCode = OpCode::Data(Data::Continue);
+
+#[actix_web::test]
+async fn fragmented_messages_are_reassembled() {
+    let app = spawn_with(|c| c.max_frame_bytes = 256).await;
+    let mut c = app.connect("alice", &["demo"]).await;
+    // A command in three fragments, with a ping between them (control
+    // frames may interleave) and a character split across two fragments.
+    let cmd = r#"{"type":"subscribe","ref":7,"channel":"feed:demo","x":"é"}"#.as_bytes();
+    let split = cmd.iter().position(|&b| b == 0xc3).unwrap() + 1;
+    c.stream.send(frame(&cmd[..10], TEXT, false)).await.unwrap();
+    c.stream.send(Message::Ping(b"p".to_vec())).await.unwrap();
+    c.stream
+        .send(frame(&cmd[10..split], CONTINUE, false))
+        .await
+        .unwrap();
+    c.stream
+        .send(frame(&cmd[split..], CONTINUE, true))
+        .await
+        .unwrap();
+    let f = c.recv().await;
+    assert_eq!(
+        (f["type"].as_str(), &f["ref"]),
+        (Some("subscribed"), &json!(7)),
+        "{f}"
+    );
+
+    // A fragmented message over the hard cap (16 × 256 bytes) closes 1009.
+    let chunk = vec![b' '; 3000];
+    c.stream.send(frame(b"{", TEXT, false)).await.unwrap();
+    c.stream.send(frame(&chunk, CONTINUE, false)).await.unwrap();
+    let _ = c.stream.send(frame(&chunk, CONTINUE, true)).await;
+    assert_eq!(c.closed().await, Some(CloseCode::Size));
+}
+
+#[actix_web::test]
+async fn text_that_is_not_utf8_closes_1007() {
+    let app = spawn_app().await;
+    let mut whole = app.connect("alice", &["demo"]).await;
+    whole
+        .stream
+        .send(frame(&[b'"', 0xff, b'"'], TEXT, true))
+        .await
+        .unwrap();
+    assert_eq!(whole.closed().await, Some(CloseCode::Invalid));
+
+    let mut fragmented = app.connect("alice", &["demo"]).await;
+    fragmented
+        .stream
+        .send(frame(&[b'"', 0xc3], TEXT, false))
+        .await
+        .unwrap();
+    fragmented
+        .stream
+        .send(frame(b"\"", CONTINUE, true))
+        .await
+        .unwrap();
+    assert_eq!(fragmented.closed().await, Some(CloseCode::Invalid));
+
+    // Others are unaffected.
+    let mut other = app.connect("bob", &["demo"]).await;
+    let r = other.command(json!({"type": "ping"})).await;
+    assert_eq!(other.recv().await, json!({"type": "pong", "ref": r}));
 }
