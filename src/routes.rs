@@ -224,12 +224,20 @@ async fn history(
         // Long-poll. The channel's latest offset lives in PostgreSQL, so
         // re-reading it finds messages committed by any replica. No
         // connection is held between checks, and dropping this future (the
-        // client went away) cancels the wait.
+        // client went away) cancels the wait. A graceful stop ends it early
+        // with the usual answer, so it does not hold the stop.
         drop(conn);
+        let mut stopping = state.stopping.subscribe();
         let deadline = tokio::time::Instant::now() + wait;
-        while latest == query.since.unwrap_or_default() && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + WAIT_CHECK_EVERY))
-                .await;
+        while latest == query.since.unwrap_or_default()
+            && tokio::time::Instant::now() < deadline
+            && !*stopping.borrow()
+        {
+            let next = deadline.min(tokio::time::Instant::now() + WAIT_CHECK_EVERY);
+            tokio::select! {
+                _ = tokio::time::sleep_until(next) => {}
+                _ = stopping.changed() => {}
+            }
             let mut conn = state.pool.get().await?;
             latest = queries::latest_offset(&mut conn, &channel).await?;
         }

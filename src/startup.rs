@@ -38,6 +38,8 @@ pub struct AppState {
     pub stats: Addr<StatsAggregator>,
     pub broker: Arc<dyn Broker>,
     pub metrics: Arc<Metrics>,
+    /// Becomes `true` when a graceful stop begins: long-polls answer at once.
+    pub stopping: tokio::sync::watch::Sender<bool>,
 }
 
 /// The raw descriptor of a connection's socket (set in `on_connect`).
@@ -135,6 +137,7 @@ impl Application {
             stats: aggregator,
             broker,
             metrics,
+            stopping: tokio::sync::watch::Sender::new(false),
             config: config.clone(),
         });
         let data = state.clone();
@@ -217,6 +220,7 @@ impl Stopper {
     pub async fn stop(&self) {
         let state = &self.state;
         self.server.pause().await;
+        state.stopping.send_replace(true);
         let (done, drained) = tokio::sync::oneshot::channel();
         state.stats.do_send(stats::Drain { done });
         let limit = Duration::from_secs(state.config.shutdown_secs);

@@ -307,3 +307,28 @@ async fn the_dashboard_and_its_files_are_served_from_the_binary() {
         assert_eq!(res.status().as_u16(), 404, "{missing}");
     }
 }
+
+#[actix_web::test]
+async fn a_graceful_stop_answers_waiting_long_polls_at_once() {
+    let app = spawn_app().await;
+    let token = app.token("alice", &["demo"]);
+    app.post_events(&events("demo", "a", 1)).await;
+    let url = app.url("/api/channels/feed:demo/history?since=1&wait=30");
+    let (http, t) = (app.http.clone(), token.clone());
+    let poll = actix_web::rt::spawn(async move {
+        let res = http.get(url).bearer_auth(t).send().await.unwrap();
+        (res.status().as_u16(), res.json::<Value>().await.unwrap())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!poll.is_finished(), "the long-poll was not held");
+
+    // The stop does not wait out the 30 s: the poll gets its usual answer
+    // (nothing newer) and the server stops.
+    let ((status, body), ()) = tokio::time::timeout(PATIENCE, async {
+        tokio::join!(async { poll.await.unwrap() }, app.stopper.stop())
+    })
+    .await
+    .expect("stop and long-poll answer in time");
+    assert_eq!(status, 200);
+    assert_eq!(body, json!({"offset": 1, "recovered": true, "items": []}));
+}
