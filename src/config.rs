@@ -139,6 +139,12 @@ pub struct Config {
     #[arg(long, env = "PULSEHUB_OUTBOX_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub outbox_bytes: usize,
 
+    /// A channel published to again within this many milliseconds of its
+    /// last delivery has its frames held and delivered together at the end
+    /// of the window (fewer wake-ups and writes under load). 0: never held.
+    #[arg(long, env = "PULSEHUB_COALESCE_MS", default_value_t = 5)]
+    pub coalesce_ms: u64,
+
     /// Events waiting to be committed before ingest answers 503.
     #[arg(long, env = "PULSEHUB_INGEST_QUEUE", default_value_t = 100_000)]
     pub ingest_queue: usize,

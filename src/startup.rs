@@ -114,6 +114,7 @@ impl Application {
             broker.clone(),
             aggregator.clone().recipient(),
             metrics.clone(),
+            Duration::from_millis(config.coalesce_ms),
         ));
         let presence = presence_ctx.run(PresenceHub::new(
             hub.clone().recipient(),

@@ -11,17 +11,21 @@
 //! - The first local subscriber of a channel and the last one leaving are
 //!   reported to the broker (interest) and, for `stats:` channels, to the
 //!   stats aggregator (which scopes to keep fresh).
+//! - A busy channel's publishes are coalesced for a few milliseconds
+//!   ([`coalesce`]), in order; an isolated publish is delivered at once.
 
+pub mod coalesce;
 pub mod outbox;
 
 use crate::broker::Broker;
 use crate::metrics::Metrics;
 use actix::prelude::*;
 use bytestring::ByteString;
+use coalesce::{Coalescer, Offer};
 use outbox::{Outbox, Socket};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A session's id, `s_…`.
 pub type SessionId = Arc<str>;
@@ -29,7 +33,7 @@ pub type SessionId = Arc<str>;
 /// One encoded frame and its position in its channel: the offset on a
 /// recoverable channel, the version of a stats snapshot, the sequence number
 /// of a presence diff. Sessions use it to drop duplicates and find gaps.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outbound {
     pub seq: i64,
     pub text: ByteString,
@@ -151,18 +155,26 @@ pub struct Hub {
     broker: Arc<dyn Broker>,
     watcher: Recipient<Watch>,
     metrics: Arc<Metrics>,
+    coalescer: Coalescer,
     /// Set by `Shutdown`: sessions that connect afterwards are closed at once.
     closing: bool,
 }
 
 impl Hub {
-    pub fn new(broker: Arc<dyn Broker>, watcher: Recipient<Watch>, metrics: Arc<Metrics>) -> Self {
+    /// `coalesce`: the window of [`coalesce`] (zero: deliver every publish at once).
+    pub fn new(
+        broker: Arc<dyn Broker>,
+        watcher: Recipient<Watch>,
+        metrics: Arc<Metrics>,
+        coalesce: Duration,
+    ) -> Self {
         Hub {
             sessions: HashMap::new(),
             channels: HashMap::new(),
             broker,
             watcher,
             metrics,
+            coalescer: Coalescer::new(coalesce),
             closing: false,
         }
     }
@@ -182,6 +194,7 @@ impl Hub {
             set.remove(session);
             if set.is_empty() {
                 self.channels.remove(channel);
+                self.coalescer.forget(channel);
                 self.interest(channel, false);
             }
         }
@@ -270,13 +283,37 @@ impl Handler<Disconnect> for Hub {
 impl Handler<Publish> for Hub {
     type Result = ();
     fn handle(&mut self, msg: Publish, ctx: &mut Context<Self>) {
-        let Some(subscribers) = self.channels.get(&msg.channel) else {
+        if !self.channels.contains_key(&msg.channel) {
+            return;
+        }
+        match self
+            .coalescer
+            .offer(&msg.channel, msg.frames, Instant::now())
+        {
+            Offer::Now(frames) => self.deliver(&msg.channel, frames, ctx),
+            Offer::Held(Some(after)) => {
+                let channel = msg.channel;
+                ctx.run_later(after, move |hub, ctx| {
+                    if let Some(frames) = hub.coalescer.flush(&channel, Instant::now()) {
+                        hub.deliver(&channel, frames, ctx);
+                    }
+                });
+            }
+            Offer::Held(None) => {}
+        }
+    }
+}
+
+impl Hub {
+    /// Hands `frames` to every local subscriber of `channel`.
+    fn deliver(&mut self, channel: &Arc<str>, frames: Frames, ctx: &mut Context<Self>) {
+        let Some(subscribers) = self.channels.get(channel) else {
             return;
         };
-        let count = msg.frames.len();
-        let bytes: usize = msg.frames.iter().map(|f| f.text.len()).sum();
+        let count = frames.len();
+        let bytes: usize = frames.iter().map(|f| f.text.len()).sum();
         let mut slow = Vec::new();
-        let sent = std::time::Instant::now();
+        let sent = Instant::now();
         for session in subscribers {
             let Some(entry) = self.sessions.get(session) else {
                 continue;
@@ -287,8 +324,8 @@ impl Handler<Publish> for Hub {
                 continue;
             }
             let delivery = Deliver {
-                channel: msg.channel.clone(),
-                frames: msg.frames.clone(),
+                channel: channel.clone(),
+                frames: frames.clone(),
                 sent,
             };
             if peer.deliver.try_send(delivery).is_err() {
@@ -318,8 +355,12 @@ impl Handler<Resync> for Hub {
 
 impl Handler<Shutdown> for Hub {
     type Result = usize;
-    fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> usize {
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) -> usize {
         self.closing = true;
+        // Frames held by coalescing go out before the close frames.
+        for (channel, frames) in self.coalescer.flush_all(Instant::now()) {
+            self.deliver(&channel, frames, ctx);
+        }
         for entry in self.sessions.values() {
             // `do_send`: a full mailbox must not keep this one session open.
             entry.peer.close.do_send(SHUTTING_DOWN);

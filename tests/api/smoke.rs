@@ -79,3 +79,37 @@ async fn connect_and_presence_scenarios_run() {
     assert_eq!(report.join_agreement.count, 1);
     assert_eq!(report.leave_agreement.count, 1);
 }
+
+/// Publishes faster than the coalescing window, straight into the hub: each
+/// subscriber gets every frame once, in order, whether held or not.
+#[actix_web::test]
+async fn rapid_publishes_arrive_whole_and_in_order() {
+    use pulsehub::hub::{Outbound, Publish};
+    let app = spawn_with(|c| c.coalesce_ms = 20).await;
+    let mut readers = Vec::new();
+    for user in ["alice", "bob", "carol"] {
+        let mut c = app.connect(user, &["demo"]).await;
+        c.subscribe("feed:demo", Some(0)).await;
+        readers.push(c);
+    }
+    let channel: std::sync::Arc<str> = "feed:demo".into();
+    for offset in 1..=500i64 {
+        let text = serde_json::json!({"type": "event", "channel": "feed:demo", "offset": offset});
+        let frames = vec![Outbound {
+            seq: offset,
+            text: text.to_string().into(),
+        }];
+        app.state.hub.do_send(Publish {
+            channel: channel.clone(),
+            frames: frames.into(),
+        });
+        if offset % 100 == 0 {
+            // A pause longer than the window: the next publish goes at once.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    for c in &mut readers {
+        assert_eq!(offsets(&c.recv_n(500).await), (1..=500).collect::<Vec<_>>());
+        c.expect_silence(Duration::from_millis(100)).await;
+    }
+}
