@@ -8,7 +8,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use pulsehub_loadtest::report::Report;
-use pulsehub_loadtest::scenarios::{connect, fanout, idle, ingest, presence, reconnect};
+use pulsehub_loadtest::scenarios::{abuse, connect, fanout, idle, ingest, presence, reconnect};
 use pulsehub_loadtest::target::{loopback_sources, Target, DEMO_INGEST_KEY, DEMO_JWT_SECRET};
 use std::net::IpAddr;
 use std::process::ExitCode;
@@ -194,6 +194,58 @@ enum Scenario {
         #[arg(long, default_value_t = 1)]
         scopes: usize,
     },
+    /// Hostile clients (slowloris, over the per-user limit, never reading,
+    /// floods) while W subscribers read a feed; loss, hub memory.
+    Abuse {
+        /// Well-behaved subscribers.
+        #[arg(short = 'c', long, default_value_t = 200)]
+        subscribers: usize,
+        /// Slowloris connections trickling a request head at once.
+        #[arg(long, default_value_t = 500)]
+        slowloris: usize,
+        /// Connections one user tries to hold with the same token.
+        #[arg(long, default_value_t = 100)]
+        over_limit: usize,
+        /// Subscribers that never read their socket.
+        #[arg(long, default_value_t = 50)]
+        never_reading: usize,
+        /// Clients flooding malformed, oversized and too many frames.
+        #[arg(long, default_value_t = 50)]
+        flooders: usize,
+        /// Events per second during the attack.
+        #[arg(short = 'e', long, default_value_t = 200.0)]
+        rate: f64,
+        /// Seconds the attack (and the publishing) lasts.
+        #[arg(short = 'd', long, default_value_t = 30.0)]
+        duration: f64,
+        /// The hub's PULSEHUB_REQUEST_TIMEOUT_SECS: a slowloris connection
+        /// open for twice this plus 5 s was never closed by the hub.
+        #[arg(long, default_value_t = 10.0)]
+        request_timeout: f64,
+        /// Milliseconds between a slowloris connection's bytes.
+        #[arg(long, default_value_t = 100)]
+        trickle_ms: u64,
+        /// SO_RCVBUF of the never-reading subscribers, in bytes.
+        #[arg(long, default_value_t = 4096)]
+        recv_buffer: u32,
+        /// Milliseconds between ingest requests (each carries the events due).
+        #[arg(long, default_value_t = 10)]
+        tick_ms: u64,
+        /// Ingest requests in flight at most.
+        #[arg(long, default_value_t = 8)]
+        inflight: usize,
+        #[arg(long, default_value_t = 200)]
+        connect_concurrency: usize,
+        /// Seconds to wait for well-behaved stragglers after the attack.
+        #[arg(long, default_value_t = 10.0)]
+        drain: f64,
+        /// Seconds at most to wait for the hub's memory to settle afterwards.
+        #[arg(long, default_value_t = 15.0)]
+        settle: f64,
+        /// The hub's pid (comma-separated for several) for VmRSS.
+        #[arg(long, value_delimiter = ',')]
+        hub_pid: Vec<u32>,
+    },
 }
 
 fn secs(s: f64) -> Duration {
@@ -224,6 +276,14 @@ fn connections_of(s: &Scenario) -> usize {
         | Scenario::Reconnect { connections, .. } => *connections,
         Scenario::Presence { clients, .. } => *clients,
         Scenario::Ingest { .. } => 0,
+        Scenario::Abuse {
+            subscribers,
+            slowloris,
+            over_limit,
+            never_reading,
+            flooders,
+            ..
+        } => subscribers + slowloris + over_limit + never_reading + flooders,
     }
 }
 
@@ -370,6 +430,45 @@ async fn run(cli: Cli) -> anyhow::Result<Report> {
                 progress,
             };
             Report::Ingest(ingest::run(target, &opts).await?)
+        }
+        Scenario::Abuse {
+            subscribers,
+            slowloris,
+            over_limit,
+            never_reading,
+            flooders,
+            rate,
+            duration,
+            request_timeout,
+            trickle_ms,
+            recv_buffer,
+            tick_ms,
+            inflight,
+            connect_concurrency,
+            drain,
+            settle,
+            hub_pid,
+        } => {
+            let opts = abuse::AbuseOpts {
+                subscribers,
+                slowloris,
+                over_limit,
+                never_reading,
+                flooders,
+                rate,
+                duration: secs(duration),
+                tick: Duration::from_millis(tick_ms.max(1)),
+                inflight,
+                connect_concurrency,
+                request_timeout: secs(request_timeout),
+                trickle: Duration::from_millis(trickle_ms.max(1)),
+                recv_buffer,
+                drain: secs(drain),
+                settle: secs(settle),
+                hub_pids: hub_pid,
+                progress,
+            };
+            Report::Abuse(Box::new(abuse::run(target, &opts).await?))
         }
     })
 }

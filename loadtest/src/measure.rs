@@ -1,9 +1,11 @@
 //! Measuring: latency histograms (HDR, microseconds), the machine's load,
-//! a process's resident memory, and the progress bar.
+//! a process's resident memory, the hub's own counters (`/metrics`), and the
+//! progress bar.
 
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -132,6 +134,20 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     parse_vmrss(&s)
 }
 
+/// Resident memory of several processes added up (several replicas);
+/// `None` when no pid was given or any cannot be read.
+pub fn rss_total(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|p| rss_bytes(*p)).sum()
+}
+
+/// Bytes as MB (MiB) with one decimal, for reports.
+pub fn mb(bytes: Option<u64>) -> Option<f64> {
+    bytes.map(|b| (b as f64 / 1048576.0 * 10.0).round() / 10.0)
+}
+
 fn parse_vmrss(status: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
@@ -157,6 +173,43 @@ pub fn cpu_seconds(pids: &[u32]) -> Option<f64> {
         total += utime + stime;
     }
     Some(total as f64 / ticks)
+}
+
+/// The values of these counters (`pulsehub_slow_consumers_total`, …) in
+/// every hub's `GET /metrics`, added up over the hubs; `None` when a hub
+/// does not serve its metrics (`PULSEHUB_METRICS=false`).
+pub async fn hub_counters(
+    target: &crate::target::Target,
+    names: &[&str],
+) -> Option<BTreeMap<String, f64>> {
+    let mut out: BTreeMap<String, f64> = names.iter().map(|n| (n.to_string(), 0.0)).collect();
+    for hub in &target.hubs {
+        let res = target
+            .http
+            .get(format!("{}/metrics", hub.base))
+            .send()
+            .await
+            .ok()?;
+        if !res.status().is_success() {
+            return None;
+        }
+        let text = res.text().await.ok()?;
+        for (name, value) in parse_counters(&text, names) {
+            *out.entry(name).or_default() += value;
+        }
+    }
+    Some(out)
+}
+
+/// `name value` lines of a Prometheus text exposition, for these names.
+fn parse_counters(text: &str, names: &[&str]) -> Vec<(String, f64)> {
+    text.lines()
+        .filter_map(|l| {
+            let (name, value) = l.split_once(' ')?;
+            names.contains(&name).then_some(())?;
+            Some((name.to_string(), value.trim().parse().ok()?))
+        })
+        .collect()
 }
 
 /// Resident memory of this process.
@@ -208,5 +261,28 @@ mod tests {
         assert!(own_rss_bytes().unwrap_or(0) > 0);
         assert!(cpu_seconds(&[std::process::id()]).is_some());
         assert_eq!(cpu_seconds(&[]), None);
+        assert!(rss_total(&[std::process::id()]).unwrap_or(0) > 0);
+        assert_eq!(rss_total(&[]), None);
+        assert_eq!(mb(Some(3 * 1048576 + 104858)), Some(3.1));
+    }
+
+    #[test]
+    fn reads_counters() {
+        let text = "# HELP pulsehub_slow_consumers Connections closed\n\
+                    # TYPE pulsehub_slow_consumers counter\n\
+                    pulsehub_slow_consumers_total 3\n\
+                    pulsehub_connections_refused_total 80\n\
+                    pulsehub_sessions 12\n";
+        let got = parse_counters(
+            text,
+            &["pulsehub_slow_consumers_total", "pulsehub_sessions"],
+        );
+        assert_eq!(
+            got,
+            vec![
+                ("pulsehub_slow_consumers_total".to_string(), 3.0),
+                ("pulsehub_sessions".to_string(), 12.0)
+            ]
+        );
     }
 }

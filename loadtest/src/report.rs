@@ -3,8 +3,8 @@
 
 use crate::measure::loadavg;
 use crate::scenarios::{
-    connect::ConnectReport, fanout::FanoutReport, idle::IdleReport, ingest::IngestReport,
-    presence::PresenceReport, reconnect::ReconnectReport,
+    abuse::AbuseReport, connect::ConnectReport, fanout::FanoutReport, idle::IdleReport,
+    ingest::IngestReport, presence::PresenceReport, reconnect::ReconnectReport,
 };
 use crate::target::{unix_now, Target};
 use serde::Serialize;
@@ -75,6 +75,7 @@ pub enum Report {
     Idle(IdleReport),
     Reconnect(ReconnectReport),
     Ingest(IngestReport),
+    Abuse(Box<AbuseReport>),
 }
 
 impl Report {
@@ -87,6 +88,7 @@ impl Report {
             Report::Idle(r) => r.table(),
             Report::Reconnect(r) => r.table(),
             Report::Ingest(r) => r.table(),
+            Report::Abuse(r) => r.table(),
         }
     }
 
@@ -99,6 +101,7 @@ impl Report {
             Report::Idle(r) => r.problems(),
             Report::Reconnect(r) => r.problems(),
             Report::Ingest(r) => r.problems(),
+            Report::Abuse(r) => r.problems(),
         }
     }
 

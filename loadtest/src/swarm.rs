@@ -5,7 +5,7 @@
 //! drops and resumes with `since`, measuring how long it took to be live.
 
 use crate::client::{scan_event, Client};
-use crate::measure::{LocalBatch, SharedHistogram};
+use crate::measure::{histogram, Latency, LocalBatch, SharedHistogram};
 use crate::target::{unix_micros, Target};
 use futures_util::StreamExt;
 use serde::Serialize;
@@ -215,6 +215,22 @@ impl Swarm {
 }
 
 impl SwarmState {
+    /// Per event: the latency of its last receiver, over the first
+    /// `stored[scope]` offsets of each scope (the events acknowledged).
+    pub fn last_receiver_latency(&self, stored: &[u64]) -> Latency {
+        let mut last = histogram();
+        for (scope, slots) in self.last_receiver.iter().enumerate() {
+            let n = stored.get(scope).copied().unwrap_or(0) as usize;
+            for slot in slots.iter().take(n) {
+                let v = slot.load(Ordering::Relaxed);
+                if v > 0 {
+                    last.saturating_record(v);
+                }
+            }
+        }
+        Latency::of(&last)
+    }
+
     fn note_error(&self, e: &anyhow::Error) {
         let mut first = self.first_error.lock().unwrap_or_else(|e| e.into_inner());
         if first.is_none() {

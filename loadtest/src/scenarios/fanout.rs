@@ -4,7 +4,7 @@
 //! latency from ingest to delivery, per delivery and for the last receiver
 //! of each event.
 
-use crate::measure::{self, histogram, Latency};
+use crate::measure::{self, Latency};
 use crate::publisher::{self, Plan, Published};
 use crate::report::RunInfo;
 use crate::swarm::{tally, Delivery, Swarm, SwarmSpec};
@@ -148,22 +148,13 @@ pub async fn run(target: Arc<Target>, opts: &FanoutOpts) -> anyhow::Result<Fanou
     let results = swarm.stop().await;
     let delivery = tally(&results, &publish.stored_per_scope);
 
-    let mut last = histogram();
-    for (scope, slots) in state.last_receiver.iter().enumerate() {
-        let stored = publish.stored_per_scope.get(scope).copied().unwrap_or(0) as usize;
-        for slot in slots.iter().take(stored) {
-            let v = slot.load(Ordering::Relaxed);
-            if v > 0 {
-                last.saturating_record(v);
-            }
-        }
-    }
     let last_us = state.last_delivery_us.load(Ordering::Relaxed);
     let span_s = if last_us > started_us {
         (last_us - started_us) as f64 / 1e6
     } else {
         started.elapsed().as_secs_f64()
     };
+    let last_receiver = state.last_receiver_latency(&publish.stored_per_scope);
     info.finish();
     let hub_cpu_ms_per_event =
         hub_cpu_s.map(|s| (s * 1e3 / publish.stored.max(1) as f64 * 1000.0).round() / 1000.0);
@@ -179,7 +170,7 @@ pub async fn run(target: Arc<Target>, opts: &FanoutOpts) -> anyhow::Result<Fanou
         delivery,
         publish,
         latency: state.latency.summary(),
-        last_receiver: Latency::of(&last),
+        last_receiver,
         connect_latency: state.connect_latency.summary(),
         first_error,
         hub_cpu_us_per_delivery: hub_cpu_s

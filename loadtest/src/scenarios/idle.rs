@@ -3,7 +3,7 @@
 //! with the connections open, at the end of the hold, and after they left.
 
 use crate::client::Client;
-use crate::measure::{self, rss_bytes, Latency, SharedHistogram};
+use crate::measure::{self, mb, rss_bytes, rss_total, Latency, SharedHistogram};
 use crate::report::RunInfo;
 use crate::target::{run_id, Target};
 use futures_util::StreamExt;
@@ -72,17 +72,6 @@ pub struct IdleReport {
     pub first_error: Option<String>,
 }
 
-fn total_rss(pids: &[u32]) -> Option<u64> {
-    if pids.is_empty() {
-        return None;
-    }
-    pids.iter().map(|p| rss_bytes(*p)).sum()
-}
-
-fn mb(b: Option<u64>) -> Option<f64> {
-    b.map(|b| (b as f64 / 1048576.0 * 10.0).round() / 10.0)
-}
-
 pub async fn run(target: Arc<Target>, opts: &IdleOpts) -> anyhow::Result<IdleReport> {
     let mut info = RunInfo::start("idle", &target);
     for pid in &opts.hub_pids {
@@ -92,7 +81,7 @@ pub async fn run(target: Arc<Target>, opts: &IdleOpts) -> anyhow::Result<IdleRep
     }
     let id = run_id();
     let scope = format!("lt-{id}");
-    let before = total_rss(&opts.hub_pids);
+    let before = rss_total(&opts.hub_pids);
     let own_before = measure::own_rss_bytes();
     let bar = measure::progress(opts.progress, opts.connections as u64, "connecting");
     let latency = Arc::new(SharedHistogram::default());
@@ -170,14 +159,14 @@ pub async fn run(target: Arc<Target>, opts: &IdleOpts) -> anyhow::Result<IdleRep
     }
     bar.finish_and_clear();
     tokio::time::sleep(opts.settle).await;
-    let open_rss = total_rss(&opts.hub_pids);
+    let open_rss = rss_total(&opts.hub_pids);
     let own_open = measure::own_rss_bytes();
     tokio::time::sleep(opts.hold).await;
-    let held_rss = total_rss(&opts.hub_pids);
+    let held_rss = rss_total(&opts.hub_pids);
     let _ = stop.send(true);
     while tasks.join_next().await.is_some() {}
     tokio::time::sleep(opts.after).await;
-    let after_rss = total_rss(&opts.hub_pids);
+    let after_rss = rss_total(&opts.hub_pids);
     let opened = opened.load(Ordering::Relaxed);
     let per_conn = |now: Option<u64>| match (before, now) {
         (Some(b), Some(n)) if opened > 0 => {

@@ -1,5 +1,6 @@
 //! The scenarios, each a function from a target and options to a report.
 
+pub mod abuse;
 pub mod connect;
 pub mod fanout;
 pub mod idle;

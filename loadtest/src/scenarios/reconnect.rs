@@ -5,7 +5,7 @@
 //! the publisher retries with idempotency keys. Reports how long clients
 //! took to be live again and whether anything was lost or duplicated.
 
-use crate::measure::{self, histogram, Latency};
+use crate::measure::{self, Latency};
 use crate::publisher::{self, Plan, Published};
 use crate::report::RunInfo;
 use crate::swarm::{tally, Delivery, Swarm, SwarmSpec};
@@ -246,15 +246,8 @@ pub async fn run(target: Arc<Target>, opts: &ReconnectOpts) -> anyhow::Result<Re
     let results = swarm.stop().await;
     restarted.stop().await;
     let delivery = tally(&results, &publish.stored_per_scope);
-    let mut last = histogram();
-    let stored = publish.stored_per_scope.first().copied().unwrap_or(0) as usize;
-    for slot in state.last_receiver[0].iter().take(stored) {
-        let v = slot.load(Ordering::Relaxed);
-        if v > 0 {
-            last.saturating_record(v);
-        }
-    }
     let reconnects = state.reconnects.load(Ordering::Relaxed);
+    let last_receiver = state.last_receiver_latency(&publish.stored_per_scope);
     info.finish();
     Ok(ReconnectReport {
         info,
@@ -268,7 +261,7 @@ pub async fn run(target: Arc<Target>, opts: &ReconnectOpts) -> anyhow::Result<Re
         reconnects,
         live_again: state.live_again.summary(),
         latency: state.latency.summary(),
-        last_receiver: Latency::of(&last),
+        last_receiver,
         first_error,
     })
 }
