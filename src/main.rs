@@ -17,14 +17,21 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// Commit arena memory lazily and purge freed memory at once, so a hub's
-/// resident size follows its connections (`MIMALLOC_ARENA_EAGER_COMMIT=0`,
-/// `MIMALLOC_PURGE_DELAY=0`).
+/// Commit arena memory lazily, purge freed memory at once and use no
+/// transparent huge pages, so a hub's resident size follows its connections
+/// (`MIMALLOC_ARENA_EAGER_COMMIT=0`, `MIMALLOC_PURGE_DELAY=0`). With huge
+/// pages the kernel kept filling sparse 2 MiB regions of an idle hub after
+/// an abuse run (docs/benchmarks.md). mimalloc's own `allow_thp` option is
+/// read before `main`, so the process opts out with `prctl` instead.
 fn tune_allocator() {
-    // SAFETY: setters of mimalloc's global options; they take plain integers.
+    // SAFETY: setters of mimalloc's global options, which take plain
+    // integers, and a prctl that only sets a flag on this process.
     unsafe {
         libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0);
         libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0);
+        if libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) != 0 {
+            eprintln!("pulsehub: cannot disable transparent huge pages; memory may be returned late");
+        }
     }
 }
 
