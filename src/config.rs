@@ -142,7 +142,7 @@ pub struct Config {
     /// A channel published to again within this many milliseconds of its
     /// last delivery has its frames held and delivered together at the end
     /// of the window (fewer wake-ups and writes under load). 0: never held.
-    #[arg(long, env = "PULSEHUB_COALESCE_MS", default_value_t = 5)]
+    #[arg(long, env = "PULSEHUB_COALESCE_MS", default_value_t = 0)]
     pub coalesce_ms: u64,
 
     /// Events waiting to be committed before ingest answers 503.
