@@ -30,7 +30,9 @@ fn tune_allocator() {
         libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0);
         libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0);
         if libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) != 0 {
-            eprintln!("pulsehub: cannot disable transparent huge pages; memory may be returned late");
+            eprintln!(
+                "pulsehub: cannot disable transparent huge pages; memory may be returned late"
+            );
         }
     }
 }
