@@ -205,6 +205,20 @@ impl Swarm {
             .sum()
     }
 
+    /// Waits up to `limit` for `expected` deliveries (the stragglers after
+    /// publishing stopped), reporting progress as it goes.
+    pub async fn drain(&self, expected: u64, limit: Duration, progress: impl Fn(u64)) {
+        let until = Instant::now() + limit;
+        while Instant::now() < until {
+            let delivered = self.state.delivered.load(Ordering::Relaxed);
+            progress(delivered);
+            if delivered >= expected {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn first_error(&self) -> Option<String> {
         self.state
             .first_error

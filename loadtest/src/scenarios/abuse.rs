@@ -1009,15 +1009,9 @@ pub async fn run(target: Arc<Target>, opts: &AbuseOpts) -> anyhow::Result<AbuseR
     // The well-behaved stragglers, then the memory once it settled.
     let expected = swarm.expected(&publish.stored_per_scope);
     bar.set_length(expected.max(1));
-    let drain_until = Instant::now() + opts.drain;
-    while Instant::now() < drain_until {
-        let delivered = swarm.state.delivered.load(Ordering::Relaxed);
-        bar.set_position(delivered);
-        if delivered >= expected {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    swarm
+        .drain(expected, opts.drain, |n| bar.set_position(n))
+        .await;
     bar.finish_and_clear();
     let rss_after = settled_rss(&opts.hub_pids, opts.settle).await;
     let counters_after = measure::hub_counters(&target, &COUNTERS).await;

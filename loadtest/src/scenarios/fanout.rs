@@ -129,15 +129,9 @@ pub async fn run(target: Arc<Target>, opts: &FanoutOpts) -> anyhow::Result<Fanou
     let publish = publisher.await?;
     let expected = swarm.expected(&publish.stored_per_scope);
     bar.set_length(expected.max(1));
-    let drain_until = Instant::now() + opts.drain;
-    while Instant::now() < drain_until {
-        let delivered = swarm.state.delivered.load(Ordering::Relaxed);
-        bar.set_position(delivered);
-        if delivered >= expected {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    swarm
+        .drain(expected, opts.drain, |n| bar.set_position(n))
+        .await;
     bar.finish_and_clear();
     let hub_cpu_s = match (cpu_before, measure::cpu_seconds(&opts.hub_pids)) {
         (Some(a), Some(b)) => Some(((b - a) * 100.0).round() / 100.0),

@@ -232,13 +232,7 @@ pub async fn run(target: Arc<Target>, opts: &ReconnectOpts) -> anyhow::Result<Re
     };
     let publish = publisher.await?;
     let expected = swarm.expected(&publish.stored_per_scope);
-    let drain_until = Instant::now() + opts.drain;
-    while Instant::now() < drain_until {
-        if swarm.state.delivered.load(Ordering::Relaxed) >= expected {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    swarm.drain(expected, opts.drain, |_| {}).await;
     let first_error = first_error
         .or_else(|| swarm.first_error())
         .or(publish.first_error.clone());
