@@ -4,10 +4,6 @@
 //! aggregator, broker) through one shared [`Metrics`]; gauges that are a
 //! state (sessions, subscriptions, broker up) are read when scraped.
 
-use crate::broker::Health;
-use crate::hub::Counts;
-use crate::startup::AppState;
-use actix_web::{web, HttpResponse};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -97,23 +93,6 @@ impl Metrics {
         let _ = encode(&mut out, &self.registry);
         out
     }
-}
-
-/// `GET /metrics` (404 when turned off with `PULSEHUB_METRICS=false`).
-pub async fn handler(state: web::Data<AppState>) -> HttpResponse {
-    if !state.config.metrics {
-        return HttpResponse::NotFound().finish();
-    }
-    let m = &state.metrics;
-    if let Ok(c) = state.hub.send(Counts).await {
-        m.sessions.set(c.sessions as i64);
-        m.subscriptions.set(c.subscriptions as i64);
-    }
-    m.broker_up
-        .set(i64::from(state.broker.health() == Health::Up));
-    HttpResponse::Ok()
-        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
-        .body(m.render())
 }
 
 #[cfg(test)]

@@ -14,7 +14,6 @@
 //!   or ingest key protects it.
 
 use crate::error::HubError;
-use crate::startup::AppState;
 use actix_cors::Cors;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -45,9 +44,16 @@ pub fn validate(origin: &str) -> Result<(), String> {
     }
 }
 
-/// Whether `origin` is allowed by the list (an empty list allows all).
-fn allowed(list: &[String], origin: &str) -> bool {
-    list.is_empty() || list.iter().any(|a| a == origin || a == "*")
+/// The configured origins (`PULSEHUB_ALLOWED_ORIGINS`), shared with the
+/// [`guard`] as `web::Data`. An empty list allows every origin.
+#[derive(Debug, Clone, Default)]
+pub struct AllowedOrigins(pub Vec<String>);
+
+impl AllowedOrigins {
+    /// Whether `origin` is allowed.
+    fn allows(&self, origin: &str) -> bool {
+        self.0.is_empty() || self.0.iter().any(|a| a == origin || a == "*")
+    }
 }
 
 /// The dashboard's page and assets are public and served to any origin
@@ -62,14 +68,14 @@ pub async fn guard(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let list = req
-        .app_data::<web::Data<AppState>>()
-        .map(|s| s.config.allowed_origins.as_slice())
-        .unwrap_or_default();
+    let everyone = AllowedOrigins::default();
+    let allowed = req
+        .app_data::<web::Data<AllowedOrigins>>()
+        .map_or(&everyone, |a| a.get_ref());
     let refused = match req.headers().get(header::ORIGIN) {
         Some(origin) if !is_dashboard(req.path()) => {
             let origin = String::from_utf8_lossy(origin.as_bytes());
-            (!allowed(list, &origin)).then(|| {
+            (!allowed.allows(&origin)).then(|| {
                 HubError::Forbidden(format!(
                     "origin '{}' is not allowed",
                     origin.chars().take(100).collect::<String>()
@@ -86,7 +92,8 @@ pub async fn guard(
 
 /// CORS for the listed origins; disabled when the list is empty. Origins
 /// that are not listed never reach it (see [`guard`]).
-pub fn cors(list: &[String]) -> Condition<Cors> {
+pub fn cors(allowed: &AllowedOrigins) -> Condition<Cors> {
+    let list = &allowed.0;
     let mut cors = Cors::default()
         .allowed_methods(["GET", "POST"])
         .allowed_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
@@ -124,10 +131,10 @@ mod tests {
 
     #[test]
     fn allowed_lists() {
-        assert!(allowed(&[], "http://any"));
-        let list = vec!["https://a.example".to_string()];
-        assert!(allowed(&list, "https://a.example"));
-        assert!(!allowed(&list, "https://b.example"));
-        assert!(allowed(&["*".to_string()], "https://b.example"));
+        assert!(AllowedOrigins::default().allows("http://any"));
+        let list = AllowedOrigins(vec!["https://a.example".to_string()]);
+        assert!(list.allows("https://a.example"));
+        assert!(!list.allows("https://b.example"));
+        assert!(AllowedOrigins(vec!["*".to_string()]).allows("https://b.example"));
     }
 }

@@ -93,6 +93,17 @@ impl Channel {
     pub fn recoverable(&self) -> bool {
         matches!(self, Channel::Feed(_) | Channel::User(_) | Channel::System)
     }
+
+    /// Whether this channel's frames travel between replicas. Presence
+    /// frames do not: every replica makes them from the merged view.
+    pub fn relayed(&self) -> bool {
+        !matches!(self, Channel::Presence(_))
+    }
+
+    /// The scope whose stats a channel named `name` carries (`stats:{scope}`).
+    pub fn stats_scope(name: &str) -> Option<&str> {
+        name.strip_prefix("stats:").filter(|s| valid_scope(s))
+    }
 }
 
 impl fmt::Display for Channel {

@@ -11,40 +11,21 @@ use crate::auth::TokenKeys;
 use crate::broker::{memory::InMemoryBroker, redis::RedisBroker, Broker, Inbound};
 use crate::config::Config;
 use crate::connections::UserConnections;
-use crate::db::{self, Pool};
+use crate::db;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::origin::{self, AllowedOrigins};
 use crate::presence::{self, PresenceHub};
+use crate::state::{AppState, ConnFd};
 use crate::stats::{self, StatsAggregator};
 use actix::prelude::*;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 use std::net::TcpListener;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// What every handler and session shares.
-pub struct AppState {
-    pub config: Config,
-    pub instance: String,
-    pub tokens: TokenKeys,
-    pub connections: Arc<UserConnections>,
-    pub ingest_key: String,
-    pub pool: Pool,
-    pub hub: Addr<Hub>,
-    pub presence: Addr<PresenceHub>,
-    pub stats: Addr<StatsAggregator>,
-    pub broker: Arc<dyn Broker>,
-    pub metrics: Arc<Metrics>,
-    /// Becomes `true` when a graceful stop begins: long-polls answer at once.
-    pub stopping: tokio::sync::watch::Sender<bool>,
-}
-
-/// The raw descriptor of a connection's socket (set in `on_connect`).
-#[derive(Clone, Copy)]
-pub struct ConnFd(pub RawFd);
 
 /// How long the kernel lets sent data go unacknowledged before it drops a
 /// connection: the backstop for clients that vanish or stop reading.
@@ -142,18 +123,19 @@ impl Application {
             config: config.clone(),
         });
         let data = state.clone();
+        let origins = web::Data::new(AllowedOrigins(config.allowed_origins.clone()));
         let server = HttpServer::new(move || {
             // The last `wrap` runs first: log, then refuse foreign origins,
             // then CORS for the allowed ones.
             App::new()
                 .app_data(data.clone())
-                .wrap(crate::origin::cors(&data.config.allowed_origins))
-                .wrap(actix_web::middleware::from_fn(crate::origin::guard))
+                .app_data(origins.clone())
+                .wrap(origin::cors(&origins))
+                .wrap(actix_web::middleware::from_fn(origin::guard))
                 .wrap(actix_web::middleware::from_fn(
                     crate::telemetry::log_request,
                 ))
                 .configure(crate::routes::configure)
-                .route("/metrics", web::get().to(crate::metrics::handler))
         })
         .on_connect(|conn, ext| {
             if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {

@@ -1,7 +1,7 @@
 //! Single-node broker: publishing is handing the frames to the local hub.
 
 use super::Broker;
-use crate::hub::{Frames, Publish};
+use crate::frame::{Frames, Publish};
 use actix::Recipient;
 
 pub struct InMemoryBroker {

@@ -12,14 +12,14 @@
 //! - [`Broker::gossip`] reaches every other replica's [`Inbound`] actors.
 //! - [`Broker::claim`] lets one replica of the cluster do a piece of work per
 //!   window (stats). It answers `true` when the broker cannot tell.
-//! - After a reconnection the broker sends [`Resync`](crate::hub::Resync) to
+//! - After a reconnection the broker sends [`Resync`](crate::frame::Resync) to
 //!   the hub: frames may have been missed, and sessions read the gap from
 //!   PostgreSQL by offset.
 
 pub mod memory;
 pub mod redis;
 
-use crate::hub::{Frames, Publish, Resync};
+use crate::frame::{Frames, Publish, Resync};
 use crate::protocol::PresenceUser;
 use actix::{Message, Recipient};
 use futures_util::future::BoxFuture;

@@ -12,8 +12,9 @@
 //!   resync so sessions read what they missed from PostgreSQL.
 
 use super::{Broker, FromReplica, Gossip, Health, Inbound};
-use crate::hub::{Frames, Outbound, Publish, Resync};
+use crate::frame::{Frames, Outbound, Publish, Resync};
 use crate::metrics::Metrics;
+use crate::protocol::Channel;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
@@ -137,7 +138,7 @@ impl Broker for RedisBroker {
 
     fn interest(&self, channel: &str, interested: bool) {
         // Presence frames never travel through Redis (each replica makes its own).
-        if channel.starts_with("presence:") {
+        if Channel::parse(channel).is_ok_and(|c| !c.relayed()) {
             return;
         }
         let _ = self

@@ -8,7 +8,7 @@
 //! frames are only ever appended to what is held, and nothing is delivered
 //! directly while something is held.
 
-use super::{Frames, Outbound};
+use crate::frame::{Frames, Outbound};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -18,9 +18,10 @@ pub mod coalesce;
 pub mod outbox;
 
 use crate::broker::Broker;
+use crate::frame::{Frames, Publish, Resync};
 use crate::metrics::Metrics;
+use crate::protocol::Channel;
 use actix::prelude::*;
-use bytestring::ByteString;
 use coalesce::{Coalescer, Offer};
 use outbox::{Outbox, Socket};
 use std::collections::{HashMap, HashSet};
@@ -29,18 +30,6 @@ use std::time::{Duration, Instant};
 
 /// A session's id, `s_…`.
 pub type SessionId = Arc<str>;
-
-/// One encoded frame and its position in its channel: the offset on a
-/// recoverable channel, the version of a stats snapshot, the sequence number
-/// of a presence diff. Sessions use it to drop duplicates and find gaps.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outbound {
-    pub seq: i64,
-    pub text: ByteString,
-}
-
-/// Frames of one channel, shared by every recipient.
-pub type Frames = Arc<[Outbound]>;
 
 /// Frames for a session (hub → session).
 #[derive(Message)]
@@ -105,20 +94,6 @@ pub struct Disconnect {
     pub session: SessionId,
 }
 
-/// Frames from the broker for local subscribers.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Publish {
-    pub channel: Arc<str>,
-    pub frames: Frames,
-}
-
-/// The broker reconnected: frames may have been missed. Every session reads
-/// its recoverable channels from its position onwards.
-#[derive(Message, Clone, Copy)]
-#[rtype(result = "()")]
-pub struct Resync;
-
 /// Closes every session with 1001 (server shutting down); replies how many.
 #[derive(Message)]
 #[rtype(result = "usize")]
@@ -181,7 +156,7 @@ impl Hub {
 
     fn interest(&self, channel: &str, on: bool) {
         self.broker.interest(channel, on);
-        if let Some(scope) = channel.strip_prefix("stats:") {
+        if let Some(scope) = Channel::stats_scope(channel) {
             self.watcher.do_send(Watch {
                 scope: scope.to_string(),
                 on,

@@ -19,7 +19,8 @@ pub mod registry;
 mod registry_props;
 
 use crate::broker::{Broker, FromReplica, Gossip};
-use crate::hub::{Outbound, Publish, SessionId};
+use crate::frame::{Outbound, Publish};
+use crate::hub::SessionId;
 use crate::protocol::{encode, Channel, PresenceOp, PresenceUser, ServerFrame, UserRef};
 use crate::stats::Online;
 use actix::prelude::*;

@@ -7,7 +7,7 @@
 //! at or before the position is a duplicate (skipped), and on a recoverable
 //! channel a frame past `position + 1` reveals a gap.
 
-use crate::hub::Outbound;
+use crate::frame::Outbound;
 use crate::protocol::Channel;
 use std::collections::VecDeque;
 

@@ -4,7 +4,7 @@
 //! resync everything committed has been sent.
 
 use super::subscription::{Accept, Sub};
-use crate::hub::Outbound;
+use crate::frame::Outbound;
 use crate::protocol::Channel;
 use proptest::prelude::*;
 use std::collections::VecDeque;

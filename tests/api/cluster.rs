@@ -328,7 +328,11 @@ struct Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // SIGTERM, not SIGKILL: the master then stops its workers too (a
+        // killed master leaves an orphaned worker behind).
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
         let _ = self.child.wait();
     }
 }

@@ -84,7 +84,7 @@ async fn connect_and_presence_scenarios_run() {
 /// subscriber gets every frame once, in order, whether held or not.
 #[actix_web::test]
 async fn rapid_publishes_arrive_whole_and_in_order() {
-    use pulsehub::hub::{Outbound, Publish};
+    use pulsehub::frame::{Outbound, Publish};
     let app = spawn_with(|c| c.coalesce_ms = 20).await;
     let mut readers = Vec::new();
     for user in ["alice", "bob", "carol"] {

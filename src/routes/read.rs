@@ -1,0 +1,146 @@
+//! The read API for browsers (JWT): stats and presence snapshots (the
+//! polling fallback) and a recoverable channel's history, with long-poll.
+
+use super::request::reader;
+use crate::auth::Claims;
+use crate::db::queries;
+use crate::error::HubError;
+use crate::presence;
+use crate::protocol::{valid_scope, Channel};
+use crate::state::AppState;
+use crate::stats::GetStats;
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+use std::time::Duration;
+
+fn readable_scope(claims: &Claims, scope: &str) -> Result<(), HubError> {
+    if !valid_scope(scope) {
+        return Err(HubError::BadRequest(format!(
+            "malformed scope '{}'",
+            scope.chars().take(80).collect::<String>()
+        )));
+    }
+    claims.may_read(&Channel::Stats(scope.to_string()))
+}
+
+pub async fn stats(
+    req: HttpRequest,
+    scope: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, HubError> {
+    let claims = reader(&req, &state)?;
+    readable_scope(&claims, &scope)?;
+    let (reply, done) = tokio::sync::oneshot::channel();
+    state
+        .stats
+        .send(GetStats {
+            scope: scope.into_inner(),
+            reply,
+        })
+        .await?;
+    let snap = done.await.map_err(HubError::internal)??;
+    let mut body = snap.stats.clone();
+    body["version"] = snap.version.into();
+    Ok(HttpResponse::Ok().json(body))
+}
+
+pub async fn presence(
+    req: HttpRequest,
+    scope: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, HubError> {
+    let claims = reader(&req, &state)?;
+    readable_scope(&claims, &scope)?;
+    let (count, users) = state
+        .presence
+        .send(presence::Snapshot {
+            scope: scope.into_inner(),
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(json!({"count": count, "users": users})))
+}
+
+#[derive(Deserialize)]
+pub struct HistoryQuery {
+    since: Option<i64>,
+    limit: Option<i64>,
+    /// Long-poll: seconds to hold the request until something newer than
+    /// `since` exists (capped at [`MAX_WAIT_SECS`]).
+    wait: Option<u64>,
+}
+
+/// Longest `wait` of a history long-poll; larger values are capped.
+pub const MAX_WAIT_SECS: u64 = 30;
+/// How often a waiting history request re-reads the channel's latest offset.
+const WAIT_CHECK_EVERY: Duration = Duration::from_millis(250);
+
+pub async fn history(
+    req: HttpRequest,
+    channel: web::Path<String>,
+    query: web::Query<HistoryQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, HubError> {
+    let claims = reader(&req, &state)?;
+    let channel = Channel::parse(&channel)?;
+    claims.may_read(&channel)?;
+    if !channel.recoverable() {
+        return Err(HubError::BadRequest(format!(
+            "channel '{channel}' keeps no history; use the stats or presence endpoint"
+        )));
+    }
+    if query.since.is_some_and(|s| s < 0) {
+        return Err(HubError::BadRequest("'since' must not be negative".into()));
+    }
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(HubError::BadRequest(
+            "'limit' must be between 1 and 1000".into(),
+        ));
+    }
+    let mut conn = state.pool.get().await?;
+    let (mut latest, mut first) = queries::channel_bounds(&mut conn, &channel).await?;
+    let wait = Duration::from_secs(query.wait.unwrap_or(0).min(MAX_WAIT_SECS));
+    if query.since == Some(latest) && !wait.is_zero() {
+        // Long-poll. The channel's latest offset lives in PostgreSQL, so
+        // re-reading it finds messages committed by any replica. No
+        // connection is held between checks, and dropping this future (the
+        // client went away) cancels the wait. A graceful stop ends it early
+        // with the usual answer, so it does not hold the stop.
+        drop(conn);
+        let mut stopping = state.stopping.subscribe();
+        let deadline = tokio::time::Instant::now() + wait;
+        while latest == query.since.unwrap_or_default()
+            && tokio::time::Instant::now() < deadline
+            && !*stopping.borrow()
+        {
+            let next = deadline.min(tokio::time::Instant::now() + WAIT_CHECK_EVERY);
+            tokio::select! {
+                _ = tokio::time::sleep_until(next) => {}
+                _ = stopping.changed() => {}
+            }
+            let mut conn = state.pool.get().await?;
+            latest = queries::latest_offset(&mut conn, &channel).await?;
+        }
+        conn = state.pool.get().await?;
+        (latest, first) = queries::channel_bounds(&mut conn, &channel).await?;
+    }
+    let (plan, recovered) = queries::plan_replay(query.since, latest, first);
+    let items = match plan {
+        queries::Replay::After(after) => {
+            queries::history_after(&mut conn, &channel, after, limit).await?
+        }
+        queries::Replay::Recent => queries::history_recent(&mut conn, &channel, limit).await?,
+    };
+    // Frames are already JSON: splice them in rather than re-parse them.
+    let items: Vec<&str> = items.iter().map(|(_, f)| &**f).collect();
+    let body = format!(
+        r#"{{"offset":{latest},"recovered":{recovered},"items":[{}]}}"#,
+        items.join(",")
+    );
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(body))
+}

@@ -1,0 +1,39 @@
+//! What every HTTP handler and WebSocket session shares: the configuration,
+//! the keys, the pool and the actors' addresses.
+//!
+//! Built once by [`crate::startup`] and handed to actix-web as
+//! `web::Data<AppState>`; nothing in it is mutable except the `stopping`
+//! signal and the connection counts (both internally synchronised).
+
+use crate::auth::TokenKeys;
+use crate::broker::Broker;
+use crate::config::Config;
+use crate::connections::UserConnections;
+use crate::db::Pool;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::presence::PresenceHub;
+use crate::stats::StatsAggregator;
+use actix::Addr;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+
+pub struct AppState {
+    pub config: Config,
+    pub instance: String,
+    pub tokens: TokenKeys,
+    pub connections: Arc<UserConnections>,
+    pub ingest_key: String,
+    pub pool: Pool,
+    pub hub: Addr<Hub>,
+    pub presence: Addr<PresenceHub>,
+    pub stats: Addr<StatsAggregator>,
+    pub broker: Arc<dyn Broker>,
+    pub metrics: Arc<Metrics>,
+    /// Becomes `true` when a graceful stop begins: long-polls answer at once.
+    pub stopping: tokio::sync::watch::Sender<bool>,
+}
+
+/// The raw descriptor of a connection's socket (set in `on_connect`).
+#[derive(Clone, Copy)]
+pub struct ConnFd(pub RawFd);
