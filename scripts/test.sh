@@ -13,10 +13,11 @@ cd "$(dirname "$0")/.."
 # shellcheck source=scripts/services.sh
 . scripts/services.sh   # for _svc_apt_install
 
-# Debian's chromium (and fonts, emoji included, so pages render as for a
-# person), Node.js and npm when missing, then the e2e tests' npm packages
-# exactly as package-lock.json pins them. playwright-core never downloads a
-# browser: the tests drive /usr/bin/chromium.
+# Debian's chromium (and fonts, so pages render as for a person: the page's
+# own icons are an SVG sprite, but the emoji that events carry, e.g. in
+# reactions, need the emoji font), Node.js and npm when missing, then the e2e
+# tests' npm packages exactly as package-lock.json pins them. playwright-core
+# never downloads a browser: the tests drive /usr/bin/chromium.
 ensure_browser() {
     local want=()
     [[ -x /usr/bin/chromium ]] || want+=(chromium fonts-liberation fonts-noto-color-emoji)

@@ -89,6 +89,7 @@ const ASSETS: &[(&str, &[u8])] = assets![
     "index.html",
     "app.css",
     "favicon.svg",
+    "icons.svg",
     "js/main.js",
     "js/token.js",
     "js/transport.js",

@@ -8,10 +8,10 @@
 // Only notifications that arrive while the page is open (or that it missed
 // while reconnecting) pop up; history loaded with the page does not.
 
-import { $, ago, h, store } from './util.js';
+import { $, ago, h, icon, store } from './util.js';
 
+// Each level is also the name of its icon in static/icons.svg.
 const LEVELS = ['info', 'success', 'warning', 'error'];
-const ICON = { info: 'ℹ️', success: '✅', warning: '⚠️', error: '⛔' };
 const TOAST_MS = { info: 6000, success: 6000, warning: 10000, error: 20000 };
 const MAX_TOASTS = 4;
 const MAX_ITEMS = 100;
@@ -167,7 +167,7 @@ export class Notifications {
         return h(
           'li',
           { class: `note level-${level}${f.offset > (this.read[f.channel] ?? 0) ? ' unread' : ''}`, dataset: { offset: f.offset, channel: f.channel } },
-          h('span', { class: 'note-icon', 'aria-hidden': 'true', text: ICON[level] }),
+          icon(level, { className: 'note-icon' }),
           h(
             'div',
             { class: 'note-body' },
@@ -213,7 +213,7 @@ export class Notifications {
     const el = h(
       'div',
       { class: `toast level-${level}`, role: level === 'error' || level === 'warning' ? 'alert' : 'status', dataset: { level } },
-      h('span', { class: 'note-icon', 'aria-hidden': 'true', text: ICON[level] }),
+      icon(level, { className: 'note-icon' }),
       h(
         'div',
         { class: 'note-body' },
@@ -221,7 +221,7 @@ export class Notifications {
         body ? h('p', { class: 'note-text', text: body }) : null,
         onOpen ? h('button', { type: 'button', class: 'link-button', text: 'Show', onclick: () => { close(); onOpen(); } }) : null,
       ),
-      h('button', { type: 'button', class: 'toast-close', 'aria-label': 'Dismiss', text: '✕', onclick: close }),
+      h('button', { type: 'button', class: 'toast-close', 'aria-label': 'Dismiss', onclick: close }, icon('close')),
     );
     const { toasts } = this.els;
     toasts.append(el);

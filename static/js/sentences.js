@@ -2,7 +2,7 @@
 // at gate A"). Known kinds get a sentence and an icon; any other kind still
 // reads well ("Maria: order shipped · order o12 → shipped").
 
-import { duration, fmt, humanize } from './util.js';
+import { count, duration, fmt, humanize, pluralForm } from './util.js';
 
 /** Short labels of event kinds (KPI cards). */
 export const KIND_LABELS = {
@@ -27,32 +27,39 @@ export const KIND_ORDER = Object.keys(KIND_LABELS);
 
 export const kindLabel = (kind) => KIND_LABELS[kind] ?? humanize(kind);
 
-/** Plural nouns of subject types ("chat" -> "chats"). */
+/**
+ * Subject types as nouns for `n` ("chat" -> "chats"): Intl.PluralRules picks
+ * the form; Intl has no nouns, so the plural of an arbitrary type is made by
+ * the English spelling rules.
+ */
 export function plural(type, n = 2) {
-  const t = humanize(type).toLowerCase();
-  if (n === 1) return t;
-  if (/(s|x|ch|sh)$/.test(t)) return `${t}es`;
-  if (/[^aeiou]y$/.test(t)) return `${t.slice(0, -1)}ies`;
-  return `${t}s`;
+  const one = humanize(type).toLowerCase();
+  return pluralForm(n, { one, other: englishPlural(one) });
 }
 
+function englishPlural(noun) {
+  if (/(s|x|ch|sh)$/.test(noun)) return `${noun}es`;
+  if (/[^aeiou]y$/.test(noun)) return `${noun.slice(0, -1)}ies`;
+  return `${noun}s`;
+}
+
+/** Icons of event kinds (by the part before the dot), from static/icons.svg. */
 const ICONS = {
-  message: '💬',
-  check_in: '🎟️',
-  poll: '📊',
-  question: '❓',
-  reaction: '✨',
-  task: '✅',
-  approval: '📝',
+  message: 'chat',
+  check_in: 'ticket',
+  poll: 'chart',
+  question: 'question',
+  reaction: 'sparkle',
+  task: 'checkbox',
+  approval: 'document',
 };
 
+/** The sprite icon of an event kind; 'dot' for kinds without one. */
 export function iconOf(kind) {
-  if (kind === 'check_in') return ICONS.check_in;
-  if (kind === 'reaction') return ICONS.reaction;
-  return ICONS[String(kind).split('.')[0]] ?? '•';
+  return ICONS[String(kind).split('.')[0]] ?? 'dot';
 }
 
-const votes = (n) => `${fmt(n)} ${n === 1 ? 'vote' : 'votes'}`;
+const votes = (n) => count(n, { one: 'vote', other: 'votes' });
 
 const quote = (s, max = 80) => {
   const t = String(s ?? '').trim();

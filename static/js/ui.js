@@ -5,7 +5,7 @@
 
 import { describe, iconOf, KIND_ORDER, kindLabel, plural } from './sentences.js';
 import { drawSparkline } from './sparkline.js';
-import { $, ago, clockTime, flash, fmt, h, hue, humanize, initials } from './util.js';
+import { $, ago, clockTime, count, flash, fmt, h, hue, humanize, icon, initials } from './util.js';
 
 const FEED_MAX = 50;
 
@@ -126,7 +126,7 @@ export class Dashboard {
         const el = h(
           'li',
           { class: 'kpi card', dataset: { kind } },
-          h('span', { class: 'kpi-icon', 'aria-hidden': 'true', text: iconOf(kind) }),
+          icon(iconOf(kind), { className: 'kpi-icon kind-icon' }),
           h('span', { class: 'kpi-label', text: kindLabel(kind), title: kind }),
           value,
           delta,
@@ -223,7 +223,7 @@ export class Dashboard {
 
   // ---- presence -----------------------------------------------------------------
 
-  renderPeople(users, count) {
+  renderPeople(users, online) {
     const list = $('#people');
     const sorted = [...users.values()].sort((a, b) => {
       const rank = (u) => (u.id === this.me ? 0 : u.status === 'online' && u.sessions > 0 ? 1 : u.sessions > 0 ? 2 : 3);
@@ -234,7 +234,7 @@ export class Dashboard {
       const away = !(u.sessions > 0);
       const status = away ? 'away' : u.status === 'idle' ? 'idle' : 'online';
       const name = u.name || u.id;
-      const tabs = u.sessions > 1 ? `${u.sessions} tabs` : u.sessions === 1 ? '1 tab' : 'leaving';
+      const tabs = u.sessions > 0 ? count(u.sessions, { one: 'tab', other: 'tabs' }) : 'leaving';
       const signature = `${name}|${status}|${tabs}`;
       let li = existing.get(u.id);
       existing.delete(u.id);
@@ -271,8 +271,8 @@ export class Dashboard {
       : here.length <= 2
         ? names.join(' and ')
         : `${names.join(', ')} and ${fmt(here.length - 2)} more`;
-    $('#people-count').textContent = fmt(count);
-    $('#people-count').setAttribute('aria-label', `${count} ${count === 1 ? 'person' : 'people'} online`);
+    $('#people-count').textContent = fmt(online);
+    $('#people-count').setAttribute('aria-label', `${count(online, { one: 'person', other: 'people' })} online`);
     $('#people-empty').hidden = sorted.length > 0;
   }
 
@@ -307,7 +307,7 @@ export class Dashboard {
     return h(
       'li',
       { class: 'feed-item fresh', dataset: { offset: frame.offset, kind: e.kind } },
-      h('span', { class: 'feed-icon', 'aria-hidden': 'true', text: iconOf(e.kind) }),
+      icon(iconOf(e.kind), { className: 'feed-icon kind-icon' }),
       h('span', { class: 'feed-main' }, h('span', { class: 'feed-text', text }), detail ? h('span', { class: 'feed-detail', text: detail }) : null),
       h('time', { class: 'feed-time', datetime: e.at, dataset: { at: e.at }, title: clockTime(e.at), text: ago(e.at) }),
     );

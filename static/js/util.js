@@ -30,18 +30,43 @@ export function svg(tag, attrs = {}, ...children) {
 
 export const $ = (selector, root = document) => root.querySelector(selector);
 
+/** The sprite of the dashboard's icons (static/icons.svg, one <symbol> each). */
+const SPRITE = '/static/icons.svg';
+
+/**
+ * An icon of the sprite: <svg class="icon" data-icon=name><use href=…#name>.
+ * Always decorative (aria-hidden): each icon sits next to text that says the
+ * same, or inside a control that carries the name (aria-label).
+ */
+export function icon(name, { className } = {}) {
+  const attrs = { class: className ? `icon ${className}` : 'icon', 'data-icon': name, 'aria-hidden': 'true' };
+  return svg('svg', attrs, svg('use', { href: `${SPRITE}#${name}` }));
+}
+
 const numberFormat = new Intl.NumberFormat();
 export const fmt = (n) => (typeof n === 'number' ? numberFormat.format(n) : '–');
 
-/** "just now", "5 s ago", "3 min ago", "2 h ago", or a date. */
+// Words follow the page's language (the sentences are English), numbers the
+// browser's locale.
+const LANG = globalThis.document?.documentElement.lang || 'en';
+const relativeTime = new Intl.RelativeTimeFormat(LANG, { style: 'short', numeric: 'auto' });
+const pluralRules = new Intl.PluralRules(LANG);
+
+/** The form of `forms` ({one, other, …}: CLDR plural categories) that goes with `n`. */
+export const pluralForm = (n, forms) => forms[pluralRules.select(n)] ?? forms.other;
+
+/** `n` and its noun: count(2, {one: 'tab', other: 'tabs'}) -> "2 tabs". */
+export const count = (n, forms) => `${fmt(n)} ${pluralForm(n, forms)}`;
+
+/** "now", "5 sec. ago", "3 min. ago", "2 hr. ago" (Intl.RelativeTimeFormat), or a date after a day. */
 export function ago(iso, now = Date.now()) {
   const t = Date.parse(iso);
   if (Number.isNaN(t)) return '';
   const s = Math.max(0, Math.round((now - t) / 1000));
-  if (s < 5) return 'just now';
-  if (s < 60) return `${s} s ago`;
-  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
-  if (s < 86400) return `${Math.floor(s / 3600)} h ago`;
+  if (s < 5) return relativeTime.format(0, 'second');
+  if (s < 60) return relativeTime.format(-s, 'second');
+  if (s < 3600) return relativeTime.format(-Math.floor(s / 60), 'minute');
+  if (s < 86400) return relativeTime.format(-Math.floor(s / 3600), 'hour');
   return new Date(t).toLocaleDateString();
 }
 

@@ -283,6 +283,7 @@ async fn the_dashboard_and_its_files_are_served_from_the_binary() {
         ("/static/js/main.js", "text/javascript; charset=utf-8"),
         ("/static/app.css", "text/css; charset=utf-8"),
         ("/static/favicon.svg", "image/svg+xml"),
+        ("/static/icons.svg", "image/svg+xml"),
     ] {
         let res = app.http.get(app.url(path)).send().await.unwrap();
         assert_eq!(res.status().as_u16(), 200, "{path}");

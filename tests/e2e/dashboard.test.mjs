@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { launch, openPage, screenshot } from './lib/browser.mjs';
 import { checkIn, Hub, task } from './lib/hub.mjs';
-import { assertNoGap, centre, eventually, feed, kpi, kpis, people, states, toasts, unread, waitForMode } from './lib/page.mjs';
+import { assertNoGap, brokenIcons, centre, eventually, feed, kpi, kpis, people, states, toasts, unread, waitForMode } from './lib/page.mjs';
 
 const SCOPE = 'demo';
 let hub;
@@ -230,6 +230,7 @@ describe('dashboard', { timeout: 300_000 }, () => {
         assert.ok((await toasts(page)).some((t) => t.text.includes('Poll closing soon')));
       }, { what: 'page settled' });
       await page.waitForSelector('.spark path');
+      await eventually(async () => assert.deepEqual(await brokenIcons(page), []), { what: 'every icon drawn from the sprite' });
       const path = await screenshot(page, shots[i].name);
       assert.ok(path.endsWith('.png'));
       assert.deepEqual(page.errors, []);

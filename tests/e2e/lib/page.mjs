@@ -91,3 +91,20 @@ export async function centre(page) {
 export async function unread(page) {
   return page.$eval('#unread', (b) => (b.hidden ? 0 : Number(b.textContent.replace(/[^\d]/g, ''))));
 }
+
+/** The page's icons that do not draw: a `<use>` that names no symbol of
+ *  /static/icons.svg, or a visible one that renders nothing (sprite blocked). */
+export async function brokenIcons(page) {
+  return page.evaluate(async () => {
+    const text = await (await fetch('/static/icons.svg')).text();
+    const sprite = new DOMParser().parseFromString(text, 'image/svg+xml');
+    const broken = [];
+    for (const use of document.querySelectorAll('use')) {
+      const href = use.getAttribute('href') ?? '';
+      const [file, id] = href.split('#');
+      if (file !== '/static/icons.svg' || sprite.getElementById(id)?.localName !== 'symbol') broken.push(href);
+      else if (use.ownerSVGElement.checkVisibility() && !(use.getBBox().width > 0)) broken.push(`${href} (not drawn)`);
+    }
+    return broken;
+  });
+}
