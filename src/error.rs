@@ -17,7 +17,9 @@ pub struct Detail {
     pub message: String,
 }
 
-#[derive(Debug, thiserror::Error)]
+/// `Clone`: one failure may answer several waiters (a group commit, a stats
+/// computation).
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum HubError {
     #[error("{0}")]
     BadRequest(String),

@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::connections::UserConnections;
 use crate::db;
 use crate::hub::Hub;
+use crate::ingest::{self, Committer};
 use crate::metrics::Metrics;
 use crate::origin::{self, AllowedOrigins};
 use crate::presence::{self, PresenceHub};
@@ -85,12 +86,21 @@ impl Application {
                 max_wait: config.stats_max_wait(),
                 tick: config.stats_tick(),
                 active_window: Duration::from_secs(config.active_window_secs),
-                retention: Duration::from_secs(config.retention_hours * 3600),
-                queue_max: config.ingest_queue,
-                batch_max: config.batch_max,
             },
             metrics.clone(),
         ));
+        let ingest = Committer::new(
+            pool.clone(),
+            broker.clone(),
+            aggregator.clone().recipient(),
+            metrics.clone(),
+            ingest::Settings {
+                queue_max: config.ingest_queue,
+                batch_max: config.batch_max,
+                retention: Duration::from_secs(config.retention_hours * 3600),
+            },
+        )
+        .start();
         let hub = hub_ctx.run(Hub::new(
             broker.clone(),
             aggregator.clone().recipient(),
@@ -116,6 +126,7 @@ impl Application {
             pool,
             hub,
             presence,
+            ingest,
             stats: aggregator,
             broker,
             metrics,
@@ -205,7 +216,7 @@ impl Stopper {
         self.server.pause().await;
         state.stopping.send_replace(true);
         let (done, drained) = tokio::sync::oneshot::channel();
-        state.stats.do_send(stats::Drain { done });
+        state.ingest.do_send(ingest::Drain { done });
         let limit = Duration::from_secs(state.config.shutdown_secs);
         if tokio::time::timeout(limit, drained).await.is_err() {
             tracing::error!("ingest queue not drained in time");

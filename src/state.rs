@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::connections::UserConnections;
 use crate::db::Pool;
 use crate::hub::Hub;
+use crate::ingest::Committer;
 use crate::metrics::Metrics;
 use crate::presence::PresenceHub;
 use crate::stats::StatsAggregator;
@@ -27,6 +28,7 @@ pub struct AppState {
     pub pool: Pool,
     pub hub: Addr<Hub>,
     pub presence: Addr<PresenceHub>,
+    pub ingest: Addr<Committer>,
     pub stats: Addr<StatsAggregator>,
     pub broker: Arc<dyn Broker>,
     pub metrics: Arc<Metrics>,

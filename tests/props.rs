@@ -1,8 +1,8 @@
-//! Property tests of offset replay planning (`plan_replay`): a replay is
+//! Property tests of offset replay planning (`replay::plan`): a replay is
 //! promised (`recovered`) only when it can be kept, and always when it can.
 
 use proptest::prelude::*;
-use pulsehub::db::queries::{plan_replay, Replay};
+use pulsehub::replay::{self, Plan};
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(5000))]
@@ -15,11 +15,11 @@ proptest! {
         first_back in prop::option::of(0i64..200),
     ) {
         let first = first_back.filter(|_| latest > 0).map(|b| (latest - b).max(1));
-        let (plan, recovered) = plan_replay(since, latest, first);
+        let (plan, recovered) = replay::plan(since, latest, first);
         match since {
             None => {
                 prop_assert!(!recovered);
-                prop_assert_eq!(plan, Replay::Recent);
+                prop_assert_eq!(plan, Plan::Recent);
             }
             Some(s) => {
                 // Replaying is possible: since is not from the future and
@@ -28,9 +28,9 @@ proptest! {
                 prop_assert_eq!(recovered, reachable, "since={} latest={} first={:?}", s, latest, first);
                 if recovered {
                     prop_assert!(s <= latest);
-                    prop_assert_eq!(plan, Replay::After(s));
+                    prop_assert_eq!(plan, Plan::After(s));
                 } else {
-                    prop_assert_eq!(plan, Replay::Recent);
+                    prop_assert_eq!(plan, Plan::Recent);
                 }
             }
         }

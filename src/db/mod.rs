@@ -2,13 +2,17 @@
 //!
 //! Migrations are compiled into the binary and run through diesel-async's
 //! `AsyncConnectionWrapper` on a blocking thread (no libpq), under an advisory
-//! lock so replicas starting together do not race.
+//! lock so replicas starting together do not race. Statements live in
+//! submodules by use: [`commit`] (the write path), [`history`] (replay and
+//! retention) and [`stats`]; each returns rows, never frames.
 
-pub mod queries;
+pub mod commit;
+pub mod history;
 pub mod schema;
+pub mod stats;
 
 use anyhow::Context;
-use diesel::QueryableByName;
+use diesel::{QueryResult, QueryableByName};
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::pooled_connection::deadpool::Pool as DeadPool;
 use diesel_async::pooled_connection::AsyncDieselConnectionManager;
@@ -100,4 +104,12 @@ pub async fn prepare(url: &str) -> anyhow::Result<()> {
         tracing::info!(migrations = ran, "database migrated");
     }
     Ok(())
+}
+
+/// Cheap liveness query for `/ready`.
+pub async fn ping(conn: &mut AsyncPgConnection) -> QueryResult<()> {
+    diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>("1"))
+        .execute(conn)
+        .await
+        .map(|_| ())
 }

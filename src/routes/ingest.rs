@@ -4,8 +4,8 @@
 use super::request::{json_body, writer};
 use crate::error::HubError;
 use crate::events::{validate_batch, validate_notification};
+use crate::ingest::{Ingest, Notify};
 use crate::state::AppState;
-use crate::stats::{Ingest, Notify};
 use actix_web::{web, HttpRequest, HttpResponse};
 
 pub async fn events(
@@ -16,7 +16,7 @@ pub async fn events(
     writer(&req, &state)?;
     let events = validate_batch(&json_body(payload, state.config.request_timeout()).await?)?;
     let (reply, done) = tokio::sync::oneshot::channel();
-    state.stats.send(Ingest { events, reply }).await?;
+    state.ingest.send(Ingest { events, reply }).await?;
     let accepted = done.await.map_err(HubError::internal)??;
     Ok(HttpResponse::Accepted().json(accepted))
 }
@@ -31,7 +31,7 @@ pub async fn notification(
         validate_notification(&json_body(payload, state.config.request_timeout()).await?)?;
     let (reply, done) = tokio::sync::oneshot::channel();
     state
-        .stats
+        .ingest
         .send(Notify {
             notification,
             reply,

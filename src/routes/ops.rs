@@ -2,7 +2,7 @@
 //! component is down) and the Prometheus metrics.
 
 use crate::broker::Health;
-use crate::db::queries;
+use crate::db;
 use crate::hub::Counts;
 use crate::state::AppState;
 use actix_web::{web, HttpResponse};
@@ -16,7 +16,7 @@ pub async fn health() -> HttpResponse {
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let postgres = async {
         let mut conn = state.pool.get().await.map_err(|e| e.to_string())?;
-        queries::ping(&mut conn).await.map_err(|e| e.to_string())
+        db::ping(&mut conn).await.map_err(|e| e.to_string())
     };
     let postgres = match tokio::time::timeout(Duration::from_secs(2), postgres).await {
         Ok(Ok(())) => "up".to_string(),

@@ -3,10 +3,11 @@
 
 use super::request::reader;
 use crate::auth::Claims;
-use crate::db::queries;
+use crate::db::history;
 use crate::error::HubError;
 use crate::presence;
 use crate::protocol::{valid_scope, Channel};
+use crate::replay;
 use crate::state::AppState;
 use crate::stats::GetStats;
 use actix_web::http::header;
@@ -99,42 +100,15 @@ pub async fn history(
             "'limit' must be between 1 and 1000".into(),
         ));
     }
-    let mut conn = state.pool.get().await?;
-    let (mut latest, mut first) = queries::channel_bounds(&mut conn, &channel).await?;
     let wait = Duration::from_secs(query.wait.unwrap_or(0).min(MAX_WAIT_SECS));
-    if query.since == Some(latest) && !wait.is_zero() {
-        // Long-poll. The channel's latest offset lives in PostgreSQL, so
-        // re-reading it finds messages committed by any replica. No
-        // connection is held between checks, and dropping this future (the
-        // client went away) cancels the wait. A graceful stop ends it early
-        // with the usual answer, so it does not hold the stop.
-        drop(conn);
-        let mut stopping = state.stopping.subscribe();
-        let deadline = tokio::time::Instant::now() + wait;
-        while latest == query.since.unwrap_or_default()
-            && tokio::time::Instant::now() < deadline
-            && !*stopping.borrow()
-        {
-            let next = deadline.min(tokio::time::Instant::now() + WAIT_CHECK_EVERY);
-            tokio::select! {
-                _ = tokio::time::sleep_until(next) => {}
-                _ = stopping.changed() => {}
-            }
-            let mut conn = state.pool.get().await?;
-            latest = queries::latest_offset(&mut conn, &channel).await?;
-        }
-        conn = state.pool.get().await?;
-        (latest, first) = queries::channel_bounds(&mut conn, &channel).await?;
+    if let (Some(since), false) = (query.since, wait.is_zero()) {
+        wait_for_newer(&state, &channel, since, wait).await?;
     }
-    let (plan, recovered) = queries::plan_replay(query.since, latest, first);
-    let items = match plan {
-        queries::Replay::After(after) => {
-            queries::history_after(&mut conn, &channel, after, limit).await?
-        }
-        queries::Replay::Recent => queries::history_recent(&mut conn, &channel, limit).await?,
-    };
+    let mut conn = state.pool.get().await?;
+    let opening = replay::open(&mut conn, &channel, query.since, limit, limit).await?;
+    let (latest, recovered, items) = (opening.latest, opening.recovered, opening.items);
     // Frames are already JSON: splice them in rather than re-parse them.
-    let items: Vec<&str> = items.iter().map(|(_, f)| &**f).collect();
+    let items: Vec<&str> = items.iter().map(|f| &*f.text).collect();
     let body = format!(
         r#"{{"offset":{latest},"recovered":{recovered},"items":[{}]}}"#,
         items.join(",")
@@ -143,4 +117,33 @@ pub async fn history(
         .content_type("application/json")
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .body(body))
+}
+
+/// Long-poll: holds the request until the channel has something newer than
+/// `since`, `wait` passes, or a graceful stop begins. The channel's latest
+/// offset lives in PostgreSQL, so re-reading it finds messages committed by
+/// any replica. No connection is held between checks, and dropping this
+/// future (the client went away) cancels the wait.
+async fn wait_for_newer(
+    state: &AppState,
+    channel: &Channel,
+    since: i64,
+    wait: Duration,
+) -> Result<(), HubError> {
+    let mut stopping = state.stopping.subscribe();
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let latest = {
+            let mut conn = state.pool.get().await?;
+            history::latest_offset(&mut conn, channel).await?
+        };
+        if latest != since || tokio::time::Instant::now() >= deadline || *stopping.borrow() {
+            return Ok(());
+        }
+        let next = deadline.min(tokio::time::Instant::now() + WAIT_CHECK_EVERY);
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {}
+            _ = stopping.changed() => {}
+        }
+    }
 }

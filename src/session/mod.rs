@@ -23,13 +23,13 @@ mod subscription_props;
 
 use crate::auth::Claims;
 use crate::connections::Slot;
-use crate::db::queries;
 use crate::error::HubError;
 use crate::frame::{Outbound, Resync};
 use crate::hub::outbox::{Outbox, Socket};
 use crate::hub::{self, Close, Deliver, SessionId};
 use crate::presence;
 use crate::protocol::{encode, error_frame, parse_command, Channel, Command, Request, ServerFrame};
+use crate::replay;
 use crate::state::AppState;
 use crate::stats::GetStats;
 use actix::prelude::*;
@@ -376,38 +376,24 @@ impl WsSession {
                 let recent = self.state.config.recent_items;
                 let fut = async move {
                     let mut conn = pool.get().await?;
-                    let (latest, first) = queries::channel_bounds(&mut conn, &recoverable).await?;
-                    let (plan, recovered) = queries::plan_replay(since, latest, first);
-                    let items = match plan {
-                        queries::Replay::After(after) => {
-                            queries::history_after(&mut conn, &recoverable, after, PAGE).await?
-                        }
-                        queries::Replay::Recent => {
-                            queries::history_recent(&mut conn, &recoverable, recent).await?
-                        }
-                    };
-                    let from = match plan {
-                        queries::Replay::After(after) => after,
-                        queries::Replay::Recent => items.first().map_or(latest, |i| i.0 - 1),
-                    };
-                    let more =
-                        matches!(plan, queries::Replay::After(_)) && items.len() as i64 == PAGE;
-                    Ok::<_, HubError>((latest, recovered, from, items, more))
+                    let opening =
+                        replay::open(&mut conn, &recoverable, since, PAGE, recent).await?;
+                    Ok::<_, HubError>(opening)
                 };
                 ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| match res {
-                    Ok((latest, recovered, from, items, more)) => {
+                    Ok(opening) => {
                         let subscribed = encode(&ServerFrame::Subscribed {
                             reference,
                             channel: &name,
-                            offset: Some(latest),
-                            recovered: Some(recovered),
+                            offset: Some(opening.latest),
+                            recovered: Some(opening.recovered),
                         });
                         let Some(sub) = act.live_sub(&name, generation) else {
                             return;
                         };
-                        sub.set_position(from);
+                        sub.set_position(opening.from);
                         act.send(ctx, subscribed);
-                        act.write_page(&name, generation, items, more, ctx);
+                        act.write_page(&name, generation, opening.items, opening.more, ctx);
                     }
                     Err(e) => act.fail_sub(&name, generation, reference, e, ctx),
                 }));
@@ -454,7 +440,7 @@ impl WsSession {
         &mut self,
         name: &Arc<str>,
         generation: u64,
-        items: Vec<(i64, bytestring::ByteString)>,
+        items: Vec<Outbound>,
         more: bool,
         ctx: &mut ws::WebsocketContext<Self>,
     ) {
@@ -462,13 +448,9 @@ impl WsSession {
             return;
         };
         let mut out = Vec::new();
-        for (offset, text) in items {
-            if sub.accept(&Outbound {
-                seq: offset,
-                text: text.clone(),
-            }) == Accept::Send
-            {
-                out.push(text);
+        for frame in items {
+            if sub.accept(&frame) == Accept::Send {
+                out.push(frame.text);
             }
         }
         let next = if more {
@@ -505,7 +487,7 @@ impl WsSession {
         let pool = self.state.pool.clone();
         let fut = async move {
             let mut conn = pool.get().await?;
-            let items = queries::history_after(&mut conn, &channel, after, PAGE).await?;
+            let items = replay::page(&mut conn, &channel, after, PAGE).await?;
             Ok::<_, HubError>(items)
         };
         ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| match res {

@@ -1,20 +1,23 @@
-//! Every SQL statement the hub runs. Writes happen in [`commit_batch`], one
-//! transaction per group commit; reads are bounded by indexes (see the
-//! migration) and never scan the whole event table.
+//! The group commit: one transaction stores a batch of events and
+//! notifications with gapless offsets, claims idempotency keys and updates
+//! the per-scope aggregates (counters, subject states, scope summaries).
+//!
+//! Contract: every row several writers may touch is upserted in sorted key
+//! order, so concurrent replicas cannot deadlock; nothing is visible before
+//! the commit; offsets are handed out in input order.
 
 use super::schema::{
     channel_offsets, counters, events, idempotency_keys, notifications, scopes, subject_states,
 };
-use crate::events::{event_frame, notification_frame, EventView, NewEvent, NewNotification};
+use crate::events::{NewEvent, NewNotification};
 use crate::protocol::Channel;
-use bytestring::ByteString;
 use chrono::{DateTime, Utc};
-use diesel::dsl::{count_star, sql};
+use diesel::dsl::sql;
 use diesel::prelude::*;
 use diesel::sql_types::{Nullable, Timestamptz};
 use diesel::upsert::excluded;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use uuid::Uuid;
 
@@ -72,7 +75,7 @@ pub async fn commit_batch(
             let mut per_channel: BTreeMap<String, i64> = BTreeMap::new();
             for e in new_events.iter().zip(&fresh).filter(|(_, f)| **f) {
                 *per_channel
-                    .entry(format!("feed:{}", e.0.scope))
+                    .entry(Channel::Feed(e.0.scope.clone()).to_string())
                     .or_default() += 1;
             }
             for n in new_notes {
@@ -125,7 +128,7 @@ pub async fn commit_batch(
                     out.event_offsets.push(None);
                     continue;
                 }
-                let offset = take(format!("feed:{}", e.scope));
+                let offset = take(Channel::Feed(e.scope.clone()).to_string());
                 out.event_offsets.push(Some(offset));
                 rows.push(EventRow {
                     event_id: e.event_id,
@@ -321,300 +324,4 @@ async fn update_aggregates(conn: &mut AsyncPgConnection, stored: &[&NewEvent]) -
             .await?;
     }
     Ok(())
-}
-
-/// The stats body of a scope (PROTOCOL.md), without `online_users`, which
-/// the caller adds from presence.
-pub async fn scope_stats(
-    conn: &mut AsyncPgConnection,
-    scope: &str,
-    active_window: chrono::Duration,
-) -> QueryResult<Value> {
-    let now = Utc::now();
-    let counts: Vec<(String, i64)> = counters::table
-        .filter(counters::scope.eq(scope))
-        .select((counters::kind, counters::count))
-        .load(conn)
-        .await?;
-    let states: Vec<(String, Option<String>, i64)> = subject_states::table
-        .filter(subject_states::scope.eq(scope))
-        .filter(subject_states::state.is_not_null())
-        .group_by((subject_states::subject_type, subject_states::state))
-        .select((
-            subject_states::subject_type,
-            subject_states::state,
-            count_star(),
-        ))
-        .load(conn)
-        .await?;
-    let active: Vec<(String, i64)> = subject_states::table
-        .filter(subject_states::scope.eq(scope))
-        .filter(subject_states::last_event_at.gt(now - active_window))
-        .group_by(subject_states::subject_type)
-        .select((subject_states::subject_type, count_star()))
-        .load(conn)
-        .await?;
-    let last_minute: i64 = events::table
-        .filter(events::scope.eq(scope))
-        .filter(events::at.gt(now - chrono::Duration::minutes(1)))
-        .filter(events::at.le(now))
-        .select(count_star())
-        .get_result(conn)
-        .await?;
-    let last_event_at: Option<DateTime<Utc>> = scopes::table
-        .filter(scopes::scope.eq(scope))
-        .select(scopes::last_event_at)
-        .first(conn)
-        .await
-        .optional()?
-        .flatten();
-
-    let mut state_map: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
-    for (kind, state, n) in states {
-        if let Some(state) = state {
-            state_map.entry(kind).or_default().insert(state, n.into());
-        }
-    }
-    Ok(json!({
-        "scope": scope,
-        "counts": counts.into_iter().collect::<BTreeMap<_, _>>(),
-        "states": state_map,
-        "active_subjects": active.into_iter().collect::<BTreeMap<_, _>>(),
-        "online_users": 0,
-        "events_last_minute": last_minute,
-        "last_event_at": last_event_at.map(|t| crate::events::timestamp(&t)),
-    }))
-}
-
-/// Bumps and returns a scope's stats version (shared by all replicas).
-pub async fn next_stats_version(conn: &mut AsyncPgConnection, scope: &str) -> QueryResult<i64> {
-    diesel::insert_into(scopes::table)
-        .values((scopes::scope.eq(scope), scopes::stats_version.eq(1)))
-        .on_conflict(scopes::scope)
-        .do_update()
-        .set(scopes::stats_version.eq(scopes::stats_version + 1))
-        .returning(scopes::stats_version)
-        .get_result(conn)
-        .await
-}
-
-/// A recoverable channel's latest offset (0 when it has none).
-pub async fn latest_offset(conn: &mut AsyncPgConnection, channel: &Channel) -> QueryResult<i64> {
-    Ok(channel_offsets::table
-        .find(channel.to_string())
-        .select(channel_offsets::last_offset)
-        .first(conn)
-        .await
-        .optional()?
-        .unwrap_or(0))
-}
-
-/// A recoverable channel's latest offset (0 when it has none) and the oldest
-/// offset still retained (`None` when nothing is).
-pub async fn channel_bounds(
-    conn: &mut AsyncPgConnection,
-    channel: &Channel,
-) -> QueryResult<(i64, Option<i64>)> {
-    let latest = latest_offset(conn, channel).await?;
-    let first: Option<i64> = match channel {
-        Channel::Feed(scope) => {
-            events::table
-                .filter(events::scope.eq(scope))
-                .select(diesel::dsl::min(events::feed_offset))
-                .get_result(conn)
-                .await?
-        }
-        _ => {
-            notifications::table
-                .filter(notifications::channel.eq(channel.to_string()))
-                .select(diesel::dsl::min(notifications::channel_offset))
-                .get_result(conn)
-                .await?
-        }
-    };
-    Ok((latest, first))
-}
-
-/// Which items of a recoverable channel to send for a given `since`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Replay {
-    /// Everything after this offset, and the history reaches back to it.
-    After(i64),
-    /// The last items only: no `since`, or history does not reach back.
-    Recent,
-}
-
-/// Decides how to answer `since` given a channel's bounds. Returns the plan
-/// and whether it is a recovery (`recovered` in PROTOCOL.md).
-pub fn plan_replay(since: Option<i64>, latest: i64, first: Option<i64>) -> (Replay, bool) {
-    match since {
-        None => (Replay::Recent, false),
-        Some(s) if s > latest => (Replay::Recent, false),
-        Some(s) if s == latest => (Replay::After(s), true),
-        Some(s) => match first {
-            Some(f) if s + 1 >= f => (Replay::After(s), true),
-            _ => (Replay::Recent, false),
-        },
-    }
-}
-
-/// Up to `limit` frames of a recoverable channel with offset > `after`, in
-/// order, as (offset, frame).
-pub async fn history_after(
-    conn: &mut AsyncPgConnection,
-    channel: &Channel,
-    after: i64,
-    limit: i64,
-) -> QueryResult<Vec<(i64, ByteString)>> {
-    history(conn, channel, Some(after), limit).await
-}
-
-/// The last `limit` frames of a recoverable channel, oldest first.
-pub async fn history_recent(
-    conn: &mut AsyncPgConnection,
-    channel: &Channel,
-    limit: i64,
-) -> QueryResult<Vec<(i64, ByteString)>> {
-    let mut items = history(conn, channel, None, limit).await?;
-    items.reverse();
-    Ok(items)
-}
-
-type EventTuple = (
-    i64,
-    Uuid,
-    String,
-    Option<Value>,
-    Option<Value>,
-    Value,
-    DateTime<Utc>,
-);
-type NoteTuple = (i64, Uuid, String, String, String, DateTime<Utc>);
-
-/// `after: Some(n)` pages forward from n; `None` reads newest first.
-async fn history(
-    conn: &mut AsyncPgConnection,
-    channel: &Channel,
-    after: Option<i64>,
-    limit: i64,
-) -> QueryResult<Vec<(i64, ByteString)>> {
-    let name = channel.to_string();
-    if let Channel::Feed(scope) = channel {
-        let mut q = events::table
-            .filter(events::scope.eq(scope))
-            .select((
-                events::feed_offset,
-                events::event_id,
-                events::kind,
-                events::actor,
-                events::subject,
-                events::data,
-                events::at,
-            ))
-            .limit(limit)
-            .into_boxed();
-        q = match after {
-            Some(a) => q
-                .filter(events::feed_offset.gt(a))
-                .order(events::feed_offset.asc()),
-            None => q.order(events::feed_offset.desc()),
-        };
-        let rows: Vec<EventTuple> = q.load(conn).await?;
-        return Ok(rows
-            .into_iter()
-            .map(|(offset, id, kind, actor, subject, data, at)| {
-                let frame = event_frame(
-                    scope,
-                    offset,
-                    &EventView {
-                        id: &id,
-                        kind: &kind,
-                        actor: actor.as_ref(),
-                        subject: subject.as_ref(),
-                        data: &data,
-                        at: &at,
-                    },
-                );
-                (offset, frame)
-            })
-            .collect());
-    }
-    let mut q = notifications::table
-        .filter(notifications::channel.eq(&name))
-        .select((
-            notifications::channel_offset,
-            notifications::id,
-            notifications::level,
-            notifications::title,
-            notifications::body,
-            notifications::at,
-        ))
-        .limit(limit)
-        .into_boxed();
-    q = match after {
-        Some(a) => q
-            .filter(notifications::channel_offset.gt(a))
-            .order(notifications::channel_offset.asc()),
-        None => q.order(notifications::channel_offset.desc()),
-    };
-    let rows: Vec<NoteTuple> = q.load(conn).await?;
-    Ok(rows
-        .into_iter()
-        .map(|(offset, id, level, title, body, at)| {
-            (
-                offset,
-                notification_frame(&name, offset, &id, &level, &title, &body, &at),
-            )
-        })
-        .collect())
-}
-
-/// Deletes history and idempotency keys older than `cutoff`; returns rows deleted.
-pub async fn prune(conn: &mut AsyncPgConnection, cutoff: DateTime<Utc>) -> QueryResult<usize> {
-    let e = diesel::delete(events::table.filter(events::received_at.lt(cutoff)))
-        .execute(conn)
-        .await?;
-    let n = diesel::delete(notifications::table.filter(notifications::at.lt(cutoff)))
-        .execute(conn)
-        .await?;
-    let k = diesel::delete(idempotency_keys::table.filter(idempotency_keys::created_at.lt(cutoff)))
-        .execute(conn)
-        .await?;
-    Ok(e + n + k)
-}
-
-/// Cheap liveness query for `/ready`.
-pub async fn ping(conn: &mut AsyncPgConnection) -> QueryResult<()> {
-    diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>("1"))
-        .execute(conn)
-        .await
-        .map(|_| ())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn replay_plans() {
-        // No since: recent items.
-        assert_eq!(plan_replay(None, 10, Some(1)), (Replay::Recent, false));
-        // Up to date.
-        assert_eq!(
-            plan_replay(Some(10), 10, Some(1)),
-            (Replay::After(10), true)
-        );
-        // Missed a few, all retained.
-        assert_eq!(plan_replay(Some(4), 10, Some(1)), (Replay::After(4), true));
-        assert_eq!(plan_replay(Some(0), 10, Some(1)), (Replay::After(0), true));
-        // History pruned below since + 1.
-        assert_eq!(plan_replay(Some(4), 10, Some(6)), (Replay::Recent, false));
-        assert_eq!(plan_replay(Some(5), 10, Some(6)), (Replay::After(5), true));
-        // since from the future (e.g. another database).
-        assert_eq!(plan_replay(Some(11), 10, Some(1)), (Replay::Recent, false));
-        // Empty channel.
-        assert_eq!(plan_replay(Some(0), 0, None), (Replay::After(0), true));
-        // Everything pruned.
-        assert_eq!(plan_replay(Some(3), 10, None), (Replay::Recent, false));
-    }
 }

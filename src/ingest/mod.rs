@@ -1,0 +1,298 @@
+//! The write path: from an accepted batch to its group commit and its
+//! publish. Every source of events (today `POST /api/events`; the bus
+//! consumers plug in here) sends the same [`Ingest`] message.
+//!
+//! Contract:
+//! - Validated events and notifications queue in the [`Committer`] actor
+//!   ([`queue`]); one transaction at a time takes everything queued (up to
+//!   `batch_max` events) and stores it with gapless offsets
+//!   ([`crate::db::commit`]).
+//! - Only after the commit are the requests answered (`accepted` counts
+//!   newly stored events, `duplicates` the rest) and the `event` and
+//!   `notification` frames published, in offset order, through the broker;
+//!   the scopes that changed are reported to [`crate::stats`].
+//! - A full queue, a stopping hub or a failed commit answers `unavailable`
+//!   (HTTP 503 with Retry-After) and stores nothing of that batch.
+//! - [`Drain`] (graceful stop) refuses new work and replies once everything
+//!   queued is committed and answered.
+
+pub mod queue;
+
+use crate::broker::Broker;
+use crate::db::{commit, history, Pool};
+use crate::error::HubError;
+use crate::events::{event_frame, notification_frame, EventView, NewEvent, NewNotification};
+use crate::frame::Outbound;
+use crate::metrics::Metrics;
+use crate::protocol::Channel;
+use crate::stats::Committed;
+use actix::prelude::*;
+pub use queue::{Accepted, Notified, Reply};
+use queue::{Batch, Job, Queue, Waiting};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// Store these events (already validated); the reply comes after the commit.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Ingest {
+    pub events: Vec<NewEvent>,
+    pub reply: Reply<Accepted>,
+}
+
+/// Store and send a notification; the reply comes after the commit.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Notify {
+    pub notification: NewNotification,
+    pub reply: Reply<Notified>,
+}
+
+/// Stop taking work, commit everything queued, then reply (graceful stop).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Drain {
+    pub done: oneshot::Sender<()>,
+}
+
+/// Settings of the write path (from [`crate::config::Config`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Events (and notifications) queued at most.
+    pub queue_max: usize,
+    /// Events per group commit at most.
+    pub batch_max: usize,
+    /// History older than this is deleted.
+    pub retention: Duration,
+}
+
+/// How often history past the retention window is deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+
+pub struct Committer {
+    pool: Pool,
+    broker: Arc<dyn Broker>,
+    stats: Recipient<Committed>,
+    metrics: Arc<Metrics>,
+    queue: Queue,
+    settings: Settings,
+    committing: bool,
+    draining: Option<Vec<oneshot::Sender<()>>>,
+}
+
+impl Committer {
+    pub fn new(
+        pool: Pool,
+        broker: Arc<dyn Broker>,
+        stats: Recipient<Committed>,
+        metrics: Arc<Metrics>,
+        settings: Settings,
+    ) -> Self {
+        Committer {
+            pool,
+            broker,
+            stats,
+            metrics,
+            queue: Queue::new(settings.queue_max),
+            settings,
+            committing: false,
+            draining: None,
+        }
+    }
+
+    fn enqueue(&mut self, job: Job, ctx: &mut Context<Self>) {
+        if self.draining.is_some() {
+            return job.refuse(HubError::Unavailable(
+                "the hub is shutting down; retry elsewhere".into(),
+            ));
+        }
+        if self.queue.push(job) {
+            self.pump(ctx);
+        }
+    }
+
+    /// Starts the next group commit if none is running.
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        if self.committing {
+            return;
+        }
+        let Some(batch) = self.queue.take(self.settings.batch_max) else {
+            if let Some(waiters) = self.draining.as_mut() {
+                for w in waiters.drain(..) {
+                    let _ = w.send(());
+                }
+            }
+            return;
+        };
+        self.committing = true;
+        let Batch {
+            events,
+            notes,
+            waiting,
+            weight,
+        } = batch;
+        let pool = self.pool.clone();
+        let started = Instant::now();
+        let commit = async move {
+            let mut conn = pool.get().await.map_err(HubError::from)?;
+            let done = commit::commit_batch(&mut conn, &events, &notes)
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, "commit failed");
+                    HubError::Unavailable("database error; nothing was stored, retry".into())
+                })?;
+            Ok::<_, HubError>((events, notes, done))
+        };
+        ctx.spawn(commit.into_actor(self).map(move |result, act, ctx| {
+            act.committing = false;
+            tracing::debug!(
+                jobs = waiting.len(),
+                weight,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "group commit"
+            );
+            match result {
+                Ok((events, notes, done)) => {
+                    act.metrics.ingest_batch_events.observe(weight as f64);
+                    act.metrics
+                        .commit_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    act.committed(waiting, &events, &notes, done)
+                }
+                Err(err) => {
+                    for job in waiting {
+                        match job {
+                            Waiting::Events(_, reply) => drop(reply.send(Err(err.clone()))),
+                            Waiting::Note(reply) => drop(reply.send(Err(err.clone()))),
+                        }
+                    }
+                }
+            }
+            act.pump(ctx);
+        }));
+    }
+
+    /// Publishes what a commit stored, then answers its requests.
+    fn committed(
+        &mut self,
+        waiting: Vec<Waiting>,
+        events: &[NewEvent],
+        notes: &[NewNotification],
+        done: commit::Committed,
+    ) {
+        let mut feeds: BTreeMap<&str, Vec<Outbound>> = BTreeMap::new();
+        for (e, offset) in events.iter().zip(&done.event_offsets) {
+            if let Some(offset) = *offset {
+                let subject = e.subject_json();
+                let text = event_frame(
+                    &e.scope,
+                    offset,
+                    &EventView {
+                        id: &e.event_id,
+                        kind: &e.kind,
+                        actor: e.actor.as_ref(),
+                        subject: subject.as_ref(),
+                        data: &e.data,
+                        at: &e.at,
+                    },
+                );
+                feeds
+                    .entry(&e.scope)
+                    .or_default()
+                    .push(Outbound { seq: offset, text });
+            }
+        }
+        let mut scopes = Vec::with_capacity(feeds.len());
+        for (scope, frames) in feeds {
+            self.broker
+                .publish(&Channel::Feed(scope.to_string()).to_string(), frames.into());
+            scopes.push(scope.to_string());
+        }
+        if !scopes.is_empty() {
+            self.stats.do_send(Committed { scopes });
+        }
+        let mut notified = Vec::with_capacity(notes.len());
+        for (n, offset) in notes.iter().zip(&done.notification_offsets) {
+            let channel = n.channel.to_string();
+            let text =
+                notification_frame(&channel, *offset, &n.id, &n.level, &n.title, &n.body, &n.at);
+            self.broker
+                .publish(&channel, Arc::new([Outbound { seq: *offset, text }]));
+            notified.push(Notified {
+                id: n.id.to_string(),
+                offset: *offset,
+            });
+        }
+
+        let mut offsets = done.event_offsets.iter();
+        let mut notified = notified.into_iter();
+        for job in waiting {
+            match job {
+                Waiting::Events(n, reply) => {
+                    let accepted = offsets.by_ref().take(n).filter(|o| o.is_some()).count();
+                    let _ = reply.send(Ok(Accepted {
+                        accepted,
+                        duplicates: n - accepted,
+                    }));
+                }
+                Waiting::Note(reply) => {
+                    if let Some(n) = notified.next() {
+                        let _ = reply.send(Ok(n));
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Actor for Committer {
+    type Context = Context<Self>;
+
+    /// Retention: the one writer of the history tables also trims them.
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(PRUNE_EVERY, |act, ctx| {
+            let pool = act.pool.clone();
+            let Ok(retention) = chrono::Duration::from_std(act.settings.retention) else {
+                return;
+            };
+            ctx.spawn(
+                async move {
+                    let mut conn = pool.get().await.map_err(|e| e.to_string())?;
+                    history::prune(&mut conn, chrono::Utc::now() - retention)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+                .into_actor(act)
+                .map(|result, _, _| match result {
+                    Ok(n) if n > 0 => tracing::info!(rows = n, "pruned history"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "pruning failed"),
+                }),
+            );
+        });
+    }
+}
+
+impl Handler<Ingest> for Committer {
+    type Result = ();
+    fn handle(&mut self, msg: Ingest, ctx: &mut Context<Self>) {
+        self.enqueue(Job::Events(msg.events, msg.reply), ctx);
+    }
+}
+
+impl Handler<Notify> for Committer {
+    type Result = ();
+    fn handle(&mut self, msg: Notify, ctx: &mut Context<Self>) {
+        self.enqueue(Job::Note(msg.notification, msg.reply), ctx);
+    }
+}
+
+impl Handler<Drain> for Committer {
+    type Result = ();
+    fn handle(&mut self, msg: Drain, ctx: &mut Context<Self>) {
+        self.draining.get_or_insert_with(Vec::new).push(msg.done);
+        self.pump(ctx);
+    }
+}
