@@ -12,6 +12,7 @@
 pub mod client;
 pub mod measure;
 pub mod publisher;
+pub mod raw;
 pub mod report;
 pub mod scenarios;
 pub mod swarm;

@@ -4,13 +4,14 @@
 
 use super::config::{test_config, INGEST_KEY, PATIENCE, SECRET};
 use super::database::fresh_database;
-use super::raw_ws::RawWs;
+use super::raw_ws::raw_connect_at;
 use super::redis::redis_url;
-use super::ws::{connect_at, WsClient, UPGRADE_HEADERS};
+use super::ws::{connect_at, WsClient};
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use pulsehub::auth::{claims_for, TokenKeys};
 use pulsehub::config::Config;
 use pulsehub::startup::{AppState, Application, Stopper};
+use pulsehub_loadtest::raw::{RawWs, UPGRADE_HEADERS};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -199,9 +200,10 @@ impl TestApp {
         }
     }
 
-    /// A WebSocket connection that is read by hand (see [`RawWs`]).
+    /// A WebSocket connection that is read by hand (see `raw_ws`); its
+    /// first frame (`welcome`) is left for the test to read.
     pub async fn raw_connect(&self, token: &str) -> RawWs {
-        RawWs::connect(self.port, token).await
+        raw_connect_at(self.port, token).await
     }
 }
 

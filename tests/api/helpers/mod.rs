@@ -6,7 +6,7 @@
 //! - `database`: fresh databases cloned from a migrated template;
 //! - `app`: [`TestApp`], hubs served in this process (one, or a cluster);
 //! - `ws`: [`WsClient`], the tungstenite client;
-//! - `raw_ws`: a client read by hand (no automatic pongs), via `TestApp::raw_connect`;
+//! - `raw_ws`: the load generator's client read by hand (no automatic pongs);
 //! - `hub_process`: [`HubProcess`], the `pulsehub` binary as a child;
 //! - `redis`: the shared Redis and [`PrivateRedis`];
 //! - `feed`: event batches, frame offsets, the nothing-stored check.
@@ -25,5 +25,6 @@ pub use config::*;
 pub use database::*;
 pub use feed::*;
 pub use hub_process::*;
+pub use raw_ws::*;
 pub use redis::*;
 pub use ws::*;

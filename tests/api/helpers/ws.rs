@@ -128,11 +128,3 @@ pub async fn connect_at(port: u16, token: &str) -> WsClient {
     assert_eq!(welcome["type"], "welcome", "{welcome}");
     c
 }
-
-/// The headers that make a plain HTTP GET a WebSocket handshake.
-pub const UPGRADE_HEADERS: [(&str, &str); 4] = [
-    ("Connection", "Upgrade"),
-    ("Upgrade", "websocket"),
-    ("Sec-WebSocket-Version", "13"),
-    ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
-];
