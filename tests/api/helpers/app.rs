@@ -116,8 +116,7 @@ impl TestApp {
             .send()
             .await
             .unwrap();
-        let status = res.status().as_u16();
-        (status, res.json().await.unwrap_or(Value::Null))
+        status_and_json(res).await
     }
 
     pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {
@@ -128,8 +127,7 @@ impl TestApp {
             .send()
             .await
             .unwrap();
-        let status = res.status().as_u16();
-        (status, res.json().await.unwrap_or(Value::Null))
+        status_and_json(res).await
     }
 
     /// Waits until `/ready` answers 200 (PostgreSQL and the broker are up).
@@ -164,11 +162,10 @@ impl TestApp {
             req = req.header(*name, *value);
         }
         let res = req.send().await.expect("handshake request");
-        let status = res.status().as_u16();
-        if status == 101 {
-            return (status, Value::Null);
+        if res.status() == 101 {
+            return (101, Value::Null);
         }
-        (status, res.json().await.unwrap_or(Value::Null))
+        status_and_json(res).await
     }
 
     /// Connects a real client with extra handshake headers (e.g. `Origin`)
@@ -205,6 +202,12 @@ impl TestApp {
     pub async fn raw_connect(&self, token: &str) -> RawWs {
         raw_connect_at(self.port, token).await
     }
+}
+
+/// The status and the JSON body (`Null` when it is not JSON).
+async fn status_and_json(res: reqwest::Response) -> (u16, Value) {
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
 }
 
 pub fn capitalize(s: &str) -> String {

@@ -1,5 +1,6 @@
 //! How every test hub is set up: the test secrets, how long a test waits,
-//! and the configuration an in-process hub starts from.
+//! the configuration an in-process hub starts from, and free ports for the
+//! processes a test starts (hubs, Redis, nginx).
 
 use clap::Parser;
 use pulsehub::config::Config;
@@ -32,4 +33,13 @@ pub fn test_config() -> Config {
     c.stats_tick_ms = 1000;
     c.allowed_origins = vec![];
     c
+}
+
+/// A loopback port free right now, for a child process to listen on.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

@@ -1,10 +1,10 @@
 //! [`HubProcess`]: the `pulsehub` binary as a child process.
 
-use super::config::{INGEST_KEY, SECRET};
+use super::config::{free_port, INGEST_KEY, SECRET};
 use std::time::Duration;
 
-/// A `pulsehub serve` child process (killed if the test ends early), for
-/// what a process must show: signals, `kill -9`.
+/// A `pulsehub serve` child process (killed when dropped), for what a
+/// process must show: signals, `kill -9`, its own memory under load.
 pub struct HubProcess {
     pub child: tokio::process::Child,
     pub port: u16,
@@ -15,11 +15,7 @@ impl HubProcess {
     /// Starts the binary on a free port with the test secrets, `env` on top,
     /// and waits until it is ready.
     pub async fn start(database_url: &str, env: &[(&str, &str)]) -> HubProcess {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let log = std::env::temp_dir().join(format!("pulsehub-test-{port}.log"));
         let out = std::fs::File::create(&log).unwrap();
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_pulsehub"));

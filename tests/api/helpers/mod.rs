@@ -2,7 +2,7 @@
 //! test (cloned from a migrated template), real WebSocket and HTTP clients.
 //! Tests `use crate::helpers::*`; each file provides one thing:
 //!
-//! - `config`: test secrets, patience, the hub configuration;
+//! - `config`: test secrets, patience, the hub configuration, free ports;
 //! - `database`: fresh databases cloned from a migrated template;
 //! - `app`: [`TestApp`], hubs served in this process (one, or a cluster);
 //! - `ws`: [`WsClient`], the tungstenite client;

@@ -1,6 +1,7 @@
 //! Redis: the shared one the cluster tests use, and [`PrivateRedis`], one of
 //! a test's own that it can stop and start again.
 
+use super::config::free_port;
 use std::time::Duration;
 
 /// The Redis the cluster tests use (`scripts/test.sh` starts it).
@@ -16,11 +17,7 @@ pub struct PrivateRedis {
 
 impl PrivateRedis {
     pub fn start() -> PrivateRedis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let mut r = PrivateRedis { port, child: None };
         r.restart();
         r
