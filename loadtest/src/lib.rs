@@ -6,6 +6,11 @@
 //! can run them against a hub they started. The binary (`main.rs`) is a thin
 //! command line over them.
 //!
+//! Dependencies point one way: the leaves (`target`, `measure`, `run_info`,
+//! `client`, `raw`, `publisher`, `swarm`) ← `scenarios` ← `report` ← the
+//! binary. A scenario never imports `report`; `report` gathers the
+//! scenarios' results.
+//!
 //! Every target must be a loopback address: this tool loads this machine
 //! only. Every scenario is bounded in connections and time.
 
@@ -14,6 +19,7 @@ pub mod measure;
 pub mod publisher;
 pub mod raw;
 pub mod report;
+pub mod run_info;
 pub mod scenarios;
 pub mod swarm;
 pub mod target;

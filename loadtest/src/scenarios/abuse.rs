@@ -43,7 +43,7 @@ use crate::client::{scan_event, tcp_connect};
 use crate::measure::{self, mb, rss_bytes, rss_total, Latency, SharedHistogram};
 use crate::publisher::{self, Plan, Published};
 use crate::raw::{encode_frame, RawWs, Upgrade, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT};
-use crate::report::RunInfo;
+use crate::run_info::RunInfo;
 use crate::swarm::{tally, Delivery, Swarm, SwarmSpec, Tracker};
 use crate::target::{run_id, Target};
 use serde::Serialize;

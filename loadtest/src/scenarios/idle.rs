@@ -4,7 +4,7 @@
 
 use crate::client::Client;
 use crate::measure::{self, mb, rss_bytes, rss_total, Latency, SharedHistogram};
-use crate::report::RunInfo;
+use crate::run_info::RunInfo;
 use crate::target::{run_id, Target};
 use futures_util::StreamExt;
 use serde::Serialize;

@@ -4,7 +4,7 @@
 
 use crate::measure::{self, Latency, SharedHistogram};
 use crate::publisher::{event, post, MAX_BATCH};
-use crate::report::RunInfo;
+use crate::run_info::RunInfo;
 use crate::target::{run_id, unix_micros, Target};
 use serde::Serialize;
 use serde_json::Value;

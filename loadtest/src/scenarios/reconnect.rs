@@ -7,7 +7,7 @@
 
 use crate::measure::{self, Latency};
 use crate::publisher::{self, Plan, Published};
-use crate::report::RunInfo;
+use crate::run_info::RunInfo;
 use crate::swarm::{tally, Delivery, Swarm, SwarmSpec};
 use crate::target::{run_id, Target};
 use anyhow::Context as _;
