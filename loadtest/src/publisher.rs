@@ -29,6 +29,23 @@ pub fn event(scope: &str, seq: u64, sent_us: u64, key: Option<&str>) -> Value {
     e
 }
 
+/// The request body for events `seqs`, spread over `scopes` in turn (event
+/// `n` to `scopes[n % len]`), all stamped with one send time.
+pub fn batch(scopes: &[String], seqs: std::ops::Range<u64>, key: Option<&str>) -> Value {
+    let sent_us = unix_micros();
+    Value::Array(
+        seqs.map(|seq| {
+            event(
+                &scopes[(seq % scopes.len() as u64) as usize],
+                seq,
+                sent_us,
+                key,
+            )
+        })
+        .collect(),
+    )
+}
+
 /// The reply to one `POST /api/events`.
 #[derive(Debug, Clone, Copy)]
 pub struct Posted {
@@ -93,6 +110,33 @@ pub struct Published {
     /// Request round trip (includes the commit to PostgreSQL).
     pub request_latency: Latency,
     pub first_error: Option<String>,
+}
+
+impl Published {
+    /// The `published` and `ingest request` lines of a table, against the
+    /// rate that was asked for.
+    pub fn lines(&self, rate_target: f64) -> String {
+        format!(
+            "published          {} events in {:.1}s = {:.0}/s (target {:.0}/s); {} requests, {} failed\n\
+             ingest request     {}\n",
+            self.stored,
+            self.elapsed_s,
+            self.rate_achieved,
+            rate_target,
+            self.requests,
+            self.failed_requests,
+            self.request_latency.line()
+        )
+    }
+
+    /// What `--check` fails on: events that were never stored.
+    pub fn problems(&self) -> Vec<String> {
+        if self.failed_events > 0 {
+            vec![format!("{} events not ingested", self.failed_events)]
+        } else {
+            Vec::new()
+        }
+    }
 }
 
 struct Shared {
@@ -196,19 +240,7 @@ async fn send_batch(
     keys: Option<&str>,
     retry_for: Duration,
 ) {
-    let sent_us = unix_micros();
-    let body = Value::Array(
-        (first..first + n)
-            .map(|seq| {
-                event(
-                    &scopes[(seq % scopes.len() as u64) as usize],
-                    seq,
-                    sent_us,
-                    keys,
-                )
-            })
-            .collect(),
-    );
+    let body = batch(scopes, first..first + n, keys);
     let give_up = Instant::now() + retry_for;
     loop {
         let hub = shared.next_hub.fetch_add(1, Ordering::Relaxed);

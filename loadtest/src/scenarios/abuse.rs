@@ -924,8 +924,7 @@ pub async fn run(target: Arc<Target>, opts: &AbuseOpts) -> anyhow::Result<AbuseR
     let channel = format!("feed:{scope}");
     let total = (opts.rate * opts.duration.as_secs_f64()).round().max(1.0) as u64;
 
-    let bar = measure::progress(opts.progress, opts.subscribers as u64, "subscribing");
-    let swarm = Swarm::start(
+    let (swarm, subscribed) = Swarm::subscribe(
         target.clone(),
         SwarmSpec {
             connections: opts.subscribers,
@@ -935,10 +934,9 @@ pub async fn run(target: Arc<Target>, opts: &AbuseOpts) -> anyhow::Result<AbuseR
             events_per_scope: total as usize + 1,
             user_prefix: format!("lt-{id}-u"),
         },
-    );
-    let limit = Duration::from_secs(60) + Duration::from_millis(opts.subscribers as u64 * 10);
-    let subscribed = swarm.wait_ready(limit, &bar).await;
-    bar.finish_and_clear();
+        opts.progress,
+    )
+    .await;
     let rss_before = rss_total(&opts.hub_pids);
     let counters_before = measure::hub_counters(&target, &COUNTERS).await;
 
@@ -990,11 +988,7 @@ pub async fn run(target: Arc<Target>, opts: &AbuseOpts) -> anyhow::Result<AbuseR
     };
     let bar = measure::progress(opts.progress, total * subscribed as u64, "under attack");
     let publisher = tokio::spawn(publisher::run(target.clone(), plan));
-    while !publisher.is_finished() {
-        bar.set_position(swarm.state.delivered.load(Ordering::Relaxed));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let publish = publisher.await?;
+    let publish = swarm.deliver_until(publisher, &bar).await?;
     tokio::time::sleep_until((started + opts.duration).into()).await;
     let _ = stop.send(true);
     let slowloris = slowloris.await?;
@@ -1006,12 +1000,9 @@ pub async fn run(target: Arc<Target>, opts: &AbuseOpts) -> anyhow::Result<AbuseR
     let samples = sampler.await?;
 
     // The well-behaved stragglers, then the memory once it settled.
-    let expected = swarm.expected(&publish.stored_per_scope);
-    bar.set_length(expected.max(1));
     swarm
-        .drain(expected, opts.drain, |n| bar.set_position(n))
+        .drain(&publish.stored_per_scope, opts.drain, &bar)
         .await;
-    bar.finish_and_clear();
     let rss_after = settled_rss(&opts.hub_pids, opts.settle).await;
     let counters_after = measure::hub_counters(&target, &COUNTERS).await;
     let first_error = swarm.first_error().or(publish.first_error.clone());
@@ -1088,8 +1079,6 @@ fn counts<K: std::fmt::Display>(m: &BTreeMap<K, u64>) -> String {
 
 impl AbuseReport {
     pub fn table(&self) -> String {
-        let d = &self.delivery;
-        let p = &self.publish;
         let (sl, ol, nr, fl) = (
             &self.slowloris,
             &self.over_limit,
@@ -1104,15 +1093,8 @@ impl AbuseReport {
             "subscribers        {} of {} well-behaved subscribed to one feed ({} failed); attack {:.1}s (until the last hostile client was gone)\n",
             self.subscribed, self.subscribers, self.connect_failed, self.attack_s
         );
-        t += &format!(
-            "published          {} events in {:.1}s = {:.0}/s (target {:.0}/s); {} requests, {} failed\n",
-            p.stored, p.elapsed_s, p.rate_achieved, self.rate_target, p.requests, p.failed_requests
-        );
-        t += &format!("ingest request     {}\n", p.request_latency.line());
-        t += &format!(
-            "delivered          {} of {} expected: lost {}, duplicated {}, out of order {}, disconnects {}\n",
-            d.delivered, d.expected, d.lost, d.duplicated, d.out_of_order, d.disconnects
-        );
+        t += &self.publish.lines(self.rate_target);
+        t += &self.delivery.line();
         t += &format!(
             "per subscriber     {}–{} events\n",
             self.received_min, self.received_max
@@ -1210,12 +1192,7 @@ impl AbuseReport {
                 self.connect_failed
             ));
         }
-        if self.publish.failed_events > 0 {
-            p.push(format!(
-                "{} events not ingested",
-                self.publish.failed_events
-            ));
-        }
+        p.extend(self.publish.problems());
         p.extend(self.delivery.problems());
         if self.slowloris.never_closed > 0 {
             p.push(format!(

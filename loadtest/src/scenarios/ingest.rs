@@ -3,11 +3,10 @@
 //! second committed and the request latency.
 
 use crate::measure::{self, Latency, SharedHistogram};
-use crate::publisher::{event, post, MAX_BATCH};
+use crate::publisher::{batch as events, post, MAX_BATCH};
 use crate::run_info::RunInfo;
-use crate::target::{run_id, unix_micros, Target};
+use crate::target::{run_id, Target};
 use serde::Serialize;
-use serde_json::Value;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -91,19 +90,7 @@ pub async fn run(target: Arc<Target>, opts: &IngestOpts) -> anyhow::Result<Inges
                     break;
                 }
                 let last = (first + batch).min(total);
-                let sent_us = unix_micros();
-                let body = Value::Array(
-                    (first..last)
-                        .map(|seq| {
-                            event(
-                                &scopes[(seq % scopes.len() as u64) as usize],
-                                seq,
-                                sent_us,
-                                None,
-                            )
-                        })
-                        .collect(),
-                );
+                let body = events(&scopes, first..last, None);
                 let t = Instant::now();
                 match post(&target, request, &body).await {
                     Ok(p) => {
