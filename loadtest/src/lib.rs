@@ -6,8 +6,8 @@
 //! can run them against a hub they started. The binary (`main.rs`) is a thin
 //! command line over them.
 //!
-//! Dependencies point one way: the leaves (`target`, `measure`, `run_info`,
-//! `client`, `raw`, `publisher`, `swarm`) ← `scenarios` ← `report` ← the
+//! Dependencies point one way: the leaves (`target`, `measure`,
+//! `first_error`, `run_info`, `client`, `raw`, `publisher`, `swarm`) ← `scenarios` ← `report` ← the
 //! binary. A scenario never imports `report`; `report` gathers the
 //! scenarios' results.
 //!
@@ -15,6 +15,7 @@
 //! only. Every scenario is bounded in connections and time.
 
 pub mod client;
+pub mod first_error;
 pub mod measure;
 pub mod publisher;
 pub mod raw;

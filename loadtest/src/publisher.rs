@@ -2,6 +2,7 @@
 //! rate, each stamped with its send time, round robin over the hubs.
 
 use crate::client::SENT_KEY;
+use crate::first_error::FirstError;
 use crate::measure::{Latency, LocalBatch, SharedHistogram};
 use crate::target::{unix_micros, Target};
 use anyhow::bail;
@@ -148,7 +149,7 @@ struct Shared {
     retries: AtomicU64,
     next_hub: AtomicUsize,
     latency: SharedHistogram,
-    first_error: std::sync::Mutex<Option<String>>,
+    first_error: FirstError,
 }
 
 /// Publishes `plan.total` events at `plan.rate`; returns when every request
@@ -163,7 +164,7 @@ pub async fn run(target: Arc<Target>, plan: Plan) -> Published {
         retries: AtomicU64::new(0),
         next_hub: AtomicUsize::new(0),
         latency: SharedHistogram::default(),
-        first_error: std::sync::Mutex::new(None),
+        first_error: FirstError::default(),
     });
     let permits = Arc::new(tokio::sync::Semaphore::new(plan.inflight.max(1)));
     let started = Instant::now();
@@ -210,11 +211,7 @@ pub async fn run(target: Arc<Target>, plan: Plan) -> Published {
         .map(|a| a.load(Ordering::Relaxed))
         .collect();
     let stored = stored_per_scope.iter().sum();
-    let first_error = shared
-        .first_error
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    let first_error = shared.first_error.get();
     Published {
         events_sent: sent,
         stored,
@@ -258,13 +255,7 @@ async fn send_batch(
             }
             Err(e) => {
                 shared.failed_requests.fetch_add(1, Ordering::Relaxed);
-                {
-                    let mut first_error =
-                        shared.first_error.lock().unwrap_or_else(|e| e.into_inner());
-                    if first_error.is_none() {
-                        *first_error = Some(e.to_string());
-                    }
-                }
+                shared.first_error.note(&e);
                 if keys.is_none() || Instant::now() >= give_up {
                     shared.failed_events.fetch_add(n, Ordering::Relaxed);
                     return;

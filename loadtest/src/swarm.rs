@@ -5,6 +5,7 @@
 //! drops and resumes with `since`, measuring how long it took to be live.
 
 use crate::client::{scan_event, Client};
+use crate::first_error::FirstError;
 use crate::measure::{self, histogram, Latency, LocalBatch, SharedHistogram};
 use crate::target::{unix_micros, Target};
 use futures_util::StreamExt;
@@ -112,7 +113,7 @@ pub struct SwarmState {
     pub live_again: SharedHistogram,
     pub reconnects: AtomicU64,
     handshakes: Semaphore,
-    first_error: std::sync::Mutex<Option<String>>,
+    first_error: FirstError,
 }
 
 /// What one subscriber saw.
@@ -161,7 +162,7 @@ impl Swarm {
             connect_latency: SharedHistogram::default(),
             live_again: SharedHistogram::default(),
             reconnects: AtomicU64::new(0),
-            first_error: std::sync::Mutex::new(None),
+            first_error: FirstError::default(),
         });
         let mut tasks = tokio::task::JoinSet::new();
         for i in 0..state.spec.connections {
@@ -253,11 +254,7 @@ impl Swarm {
     }
 
     pub fn first_error(&self) -> Option<String> {
-        self.state
-            .first_error
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.state.first_error.get()
     }
 }
 
@@ -279,10 +276,7 @@ impl SwarmState {
     }
 
     fn note_error(&self, e: &anyhow::Error) {
-        let mut first = self.first_error.lock().unwrap_or_else(|e| e.into_inner());
-        if first.is_none() {
-            *first = Some(format!("{e:#}"));
-        }
+        self.first_error.note(format_args!("{e:#}"));
     }
 
     fn on_event(&self, scope: usize, text: &str, tracker: &mut Tracker, lat: &mut LocalBatch<'_>) {

@@ -288,16 +288,15 @@ fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Waits for a group's tasks; a task that panicked is reported as an error.
-async fn join_all(tasks: &mut JoinSet<()>, first_error: &Mutex<Option<String>>) {
+/// Waits for a group's tasks; the first that panicked, as an error.
+async fn join_all(tasks: &mut JoinSet<()>) -> Option<String> {
+    let mut first = None;
     while let Some(r) = tasks.join_next().await {
         if let Err(e) = r {
-            note(
-                &mut locked(first_error),
-                format!("a client task failed: {e}"),
-            );
+            note(&mut first, format!("a client task failed: {e}"));
         }
     }
+    first
 }
 
 // ---- slowloris -------------------------------------------------------------
@@ -322,7 +321,6 @@ async fn slowloris(
         }),
         closed_after: SharedHistogram::default(),
     });
-    let errors = Mutex::new(None);
     let mut tasks = JoinSet::new();
     for i in 0..opts.slowloris {
         // The first connections spread over a second, so their timeouts
@@ -339,10 +337,10 @@ async fn slowloris(
             stop.clone(),
         ));
     }
-    join_all(&mut tasks, &errors).await;
+    let panicked = join_all(&mut tasks).await;
     let mut report = locked(&shared.report).clone();
     report.closed_after = shared.closed_after.summary();
-    if let Some(e) = locked(&errors).take() {
+    if let Some(e) = panicked {
         note(&mut report.first_error, e);
     }
     report
@@ -459,7 +457,6 @@ async fn over_limit(
         open: AtomicU64::new(0),
         attempting: AtomicU64::new(0),
     });
-    let errors = Mutex::new(None);
     let mut tasks = JoinSet::new();
     for i in 0..opts.over_limit {
         tasks.spawn(greedy(
@@ -470,9 +467,9 @@ async fn over_limit(
             stop.clone(),
         ));
     }
-    join_all(&mut tasks, &errors).await;
+    let panicked = join_all(&mut tasks).await;
     let mut report = locked(&shared.report).clone();
-    if let Some(e) = locked(&errors).take() {
+    if let Some(e) = panicked {
         note(&mut report.first_error, e);
     }
     report
@@ -577,7 +574,6 @@ async fn never_reading(
         recv_buffer: opts.recv_buffer,
         ..Default::default()
     }));
-    let errors = Mutex::new(None);
     let mut tasks = JoinSet::new();
     for (i, token) in tokens.into_iter().enumerate() {
         tasks.spawn(never_reader(
@@ -590,9 +586,9 @@ async fn never_reading(
             stop.clone(),
         ));
     }
-    join_all(&mut tasks, &errors).await;
+    let panicked = join_all(&mut tasks).await;
     let mut report = locked(&shared).clone();
-    if let Some(e) = locked(&errors).take() {
+    if let Some(e) = panicked {
         note(&mut report.first_error, e);
     }
     report
@@ -735,7 +731,6 @@ async fn floods(
     let pad = "x".repeat(OVERSIZED_BYTES - r#"{"type":"ping","pad":""}"#.len());
     let oversized = format!(r#"{{"type":"ping","pad":"{pad}"}}"#);
     let oversized = Arc::new(encode_frame(OP_TEXT, oversized.as_bytes()));
-    let errors = Mutex::new(None);
     let mut tasks = JoinSet::new();
     for (i, token) in tokens.into_iter().enumerate() {
         tasks.spawn(flooder(
@@ -747,11 +742,11 @@ async fn floods(
             stop.clone(),
         ));
     }
-    join_all(&mut tasks, &errors).await;
+    let panicked = join_all(&mut tasks).await;
     let mut report = locked(&shared.report).clone();
     report.frames_sent = shared.frames.load(Ordering::Relaxed);
     report.bytes_sent = shared.bytes.load(Ordering::Relaxed);
-    if let Some(e) = locked(&errors).take() {
+    if let Some(e) = panicked {
         note(&mut report.first_error, e);
     }
     report
