@@ -75,6 +75,11 @@ pub async fn post(target: &Target, hub: usize, body: &Value) -> anyhow::Result<P
     })
 }
 
+/// Events to publish at `rate` per second for `duration` (at least one).
+pub fn events_for(rate: f64, duration: Duration) -> u64 {
+    (rate * duration.as_secs_f64()).round().max(1.0) as u64
+}
+
 /// What and how fast to publish.
 #[derive(Debug, Clone)]
 pub struct Plan {

@@ -917,7 +917,7 @@ pub async fn run(target: Arc<Target>, opts: &AbuseOpts) -> anyhow::Result<AbuseR
     let id = run_id();
     let scope = format!("lt-{id}-0");
     let channel = format!("feed:{scope}");
-    let total = (opts.rate * opts.duration.as_secs_f64()).round().max(1.0) as u64;
+    let total = publisher::events_for(opts.rate, opts.duration);
 
     let (swarm, subscribed) = Swarm::subscribe(
         target.clone(),

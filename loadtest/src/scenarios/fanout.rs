@@ -86,7 +86,7 @@ pub async fn run(target: Arc<Target>, opts: &FanoutOpts) -> anyhow::Result<Fanou
     let scopes: Vec<String> = (0..opts.scopes.max(1))
         .map(|k| format!("lt-{id}-{k}"))
         .collect();
-    let total = (opts.rate * opts.duration.as_secs_f64()).round().max(1.0) as u64;
+    let total = publisher::events_for(opts.rate, opts.duration);
     let per_scope = (total as usize).div_ceil(scopes.len()) + 1;
 
     let (swarm, subscribed) = Swarm::subscribe(

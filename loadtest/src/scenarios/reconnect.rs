@@ -185,7 +185,7 @@ pub async fn run(target: Arc<Target>, opts: &ReconnectOpts) -> anyhow::Result<Re
     let mut info = RunInfo::start("reconnect", &target);
     let id = run_id();
     let scopes = vec![format!("lt-{id}-0")];
-    let total = (opts.rate * opts.duration.as_secs_f64()).round().max(1.0) as u64;
+    let total = publisher::events_for(opts.rate, opts.duration);
     let (swarm, subscribed) = Swarm::subscribe(
         target.clone(),
         SwarmSpec {
