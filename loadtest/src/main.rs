@@ -96,20 +96,12 @@ enum Scenario {
         /// Seconds of publishing.
         #[arg(short = 'd', long, default_value_t = 10.0)]
         duration: f64,
-        /// Milliseconds between ingest requests (each carries the events due).
-        #[arg(long, default_value_t = 10)]
-        tick_ms: u64,
-        /// Ingest requests in flight at most.
-        #[arg(long, default_value_t = 8)]
-        inflight: usize,
-        #[arg(long, default_value_t = 200)]
-        connect_concurrency: usize,
-        /// Seconds to wait for stragglers after the last publish.
-        #[arg(long, default_value_t = 10.0)]
-        drain: f64,
-        /// The hub's pid (comma-separated for several): CPU time per delivery.
-        #[arg(long, value_delimiter = ',')]
-        hub_pid: Vec<u32>,
+        #[command(flatten)]
+        pacing: Pacing,
+        #[command(flatten)]
+        swarm: SwarmArgs,
+        #[command(flatten)]
+        hubs: HubPids,
     },
     /// Clients join and leave at a rate; time until every replica agrees.
     Presence {
@@ -130,9 +122,8 @@ enum Scenario {
     Idle {
         #[arg(short = 'c', long, default_value_t = 1000)]
         connections: usize,
-        /// The hub's pid (repeat for several replicas) for VmRSS.
-        #[arg(long, value_delimiter = ',')]
-        hub_pid: Vec<u32>,
+        #[command(flatten)]
+        hubs: HubPids,
         #[arg(long, default_value_t = 100)]
         concurrency: usize,
         /// Subscribe each connection to one feed.
@@ -228,24 +219,54 @@ enum Scenario {
         /// SO_RCVBUF of the never-reading subscribers, in bytes.
         #[arg(long, default_value_t = 4096)]
         recv_buffer: u32,
-        /// Milliseconds between ingest requests (each carries the events due).
-        #[arg(long, default_value_t = 10)]
-        tick_ms: u64,
-        /// Ingest requests in flight at most.
-        #[arg(long, default_value_t = 8)]
-        inflight: usize,
-        #[arg(long, default_value_t = 200)]
-        connect_concurrency: usize,
-        /// Seconds to wait for well-behaved stragglers after the attack.
-        #[arg(long, default_value_t = 10.0)]
-        drain: f64,
+        #[command(flatten)]
+        pacing: Pacing,
+        #[command(flatten)]
+        swarm: SwarmArgs,
         /// Seconds at most to wait for the hub's memory to settle afterwards.
         #[arg(long, default_value_t = 15.0)]
         settle: f64,
-        /// The hub's pid (comma-separated for several) for VmRSS.
-        #[arg(long, value_delimiter = ',')]
-        hub_pid: Vec<u32>,
+        #[command(flatten)]
+        hubs: HubPids,
     },
+}
+
+/// How the publisher paces its ingest requests (`fanout`, `abuse`).
+#[derive(Args)]
+struct Pacing {
+    /// Milliseconds between ingest requests (each carries the events due).
+    #[arg(long, default_value_t = 10)]
+    tick_ms: u64,
+    /// Ingest requests in flight at most.
+    #[arg(long, default_value_t = 8)]
+    inflight: usize,
+}
+
+impl Pacing {
+    fn tick(&self) -> Duration {
+        Duration::from_millis(self.tick_ms.max(1))
+    }
+}
+
+/// The subscribers reading the feed that is published to (`fanout`,
+/// `abuse`; `reconnect` waits longer for its stragglers).
+#[derive(Args)]
+struct SwarmArgs {
+    /// Subscriber handshakes in flight at most.
+    #[arg(long, default_value_t = 200)]
+    connect_concurrency: usize,
+    /// Seconds to wait for stragglers once publishing (or the attack) ended.
+    #[arg(long, default_value_t = 10.0)]
+    drain: f64,
+}
+
+/// The hub processes to measure (`fanout`: CPU time; `idle`, `abuse`: memory).
+#[derive(Args)]
+struct HubPids {
+    /// The hub's pid (comma-separated for several replicas): its CPU time
+    /// (fanout) or VmRSS (idle, abuse).
+    #[arg(long = "hub-pid", value_name = "PID", value_delimiter = ',')]
+    pids: Vec<u32>,
 }
 
 fn secs(s: f64) -> Duration {
@@ -321,22 +342,20 @@ async fn run(cli: Cli) -> anyhow::Result<Report> {
             scopes,
             rate,
             duration,
-            tick_ms,
-            inflight,
-            connect_concurrency,
-            drain,
-            hub_pid,
+            pacing,
+            swarm,
+            hubs,
         } => {
             let opts = fanout::FanoutOpts {
                 connections,
                 scopes,
                 rate,
                 duration: secs(duration),
-                tick: Duration::from_millis(tick_ms.max(1)),
-                inflight,
-                connect_concurrency,
-                drain: secs(drain),
-                hub_pids: hub_pid,
+                tick: pacing.tick(),
+                inflight: pacing.inflight,
+                connect_concurrency: swarm.connect_concurrency,
+                drain: secs(swarm.drain),
+                hub_pids: hubs.pids,
                 progress,
             };
             Report::Fanout(fanout::run(target, &opts).await?)
@@ -360,7 +379,7 @@ async fn run(cli: Cli) -> anyhow::Result<Report> {
         }
         Scenario::Idle {
             connections,
-            hub_pid,
+            hubs,
             concurrency,
             subscribe,
             settle,
@@ -369,7 +388,7 @@ async fn run(cli: Cli) -> anyhow::Result<Report> {
         } => {
             let opts = idle::IdleOpts {
                 connections,
-                hub_pids: hub_pid,
+                hub_pids: hubs.pids,
                 concurrency,
                 subscribe,
                 settle: secs(settle),
@@ -442,12 +461,10 @@ async fn run(cli: Cli) -> anyhow::Result<Report> {
             request_timeout,
             trickle_ms,
             recv_buffer,
-            tick_ms,
-            inflight,
-            connect_concurrency,
-            drain,
+            pacing,
+            swarm,
             settle,
-            hub_pid,
+            hubs,
         } => {
             let opts = abuse::AbuseOpts {
                 subscribers,
@@ -457,15 +474,15 @@ async fn run(cli: Cli) -> anyhow::Result<Report> {
                 flooders,
                 rate,
                 duration: secs(duration),
-                tick: Duration::from_millis(tick_ms.max(1)),
-                inflight,
-                connect_concurrency,
+                tick: pacing.tick(),
+                inflight: pacing.inflight,
+                connect_concurrency: swarm.connect_concurrency,
                 request_timeout: secs(request_timeout),
                 trickle: Duration::from_millis(trickle_ms.max(1)),
                 recv_buffer,
-                drain: secs(drain),
+                drain: secs(swarm.drain),
                 settle: secs(settle),
-                hub_pids: hub_pid,
+                hub_pids: hubs.pids,
                 progress,
             };
             Report::Abuse(Box::new(abuse::run(target, &opts).await?))

@@ -2,6 +2,7 @@
 //! rate, each stamped with its send time, round robin over the hubs.
 
 use crate::client::SENT_KEY;
+use crate::first_error::FirstError;
 use crate::measure::{Latency, LocalBatch, SharedHistogram};
 use crate::target::{unix_micros, Target};
 use anyhow::bail;
@@ -27,6 +28,23 @@ pub fn event(scope: &str, seq: u64, sent_us: u64, key: Option<&str>) -> Value {
         e["key"] = format!("{k}-{seq}").into();
     }
     e
+}
+
+/// The request body for events `seqs`, spread over `scopes` in turn (event
+/// `n` to `scopes[n % len]`), all stamped with one send time.
+pub fn batch(scopes: &[String], seqs: std::ops::Range<u64>, key: Option<&str>) -> Value {
+    let sent_us = unix_micros();
+    Value::Array(
+        seqs.map(|seq| {
+            event(
+                &scopes[(seq % scopes.len() as u64) as usize],
+                seq,
+                sent_us,
+                key,
+            )
+        })
+        .collect(),
+    )
 }
 
 /// The reply to one `POST /api/events`.
@@ -55,6 +73,11 @@ pub async fn post(target: &Target, hub: usize, body: &Value) -> anyhow::Result<P
         accepted: reply["accepted"].as_u64().unwrap_or(0),
         duplicates: reply["duplicates"].as_u64().unwrap_or(0),
     })
+}
+
+/// Events to publish at `rate` per second for `duration` (at least one).
+pub fn events_for(rate: f64, duration: Duration) -> u64 {
+    (rate * duration.as_secs_f64()).round().max(1.0) as u64
 }
 
 /// What and how fast to publish.
@@ -95,6 +118,33 @@ pub struct Published {
     pub first_error: Option<String>,
 }
 
+impl Published {
+    /// The `published` and `ingest request` lines of a table, against the
+    /// rate that was asked for.
+    pub fn lines(&self, rate_target: f64) -> String {
+        format!(
+            "published          {} events in {:.1}s = {:.0}/s (target {:.0}/s); {} requests, {} failed\n\
+             ingest request     {}\n",
+            self.stored,
+            self.elapsed_s,
+            self.rate_achieved,
+            rate_target,
+            self.requests,
+            self.failed_requests,
+            self.request_latency.line()
+        )
+    }
+
+    /// What `--check` fails on: events that were never stored.
+    pub fn problems(&self) -> Vec<String> {
+        if self.failed_events > 0 {
+            vec![format!("{} events not ingested", self.failed_events)]
+        } else {
+            Vec::new()
+        }
+    }
+}
+
 struct Shared {
     stored: Vec<AtomicU64>,
     duplicates: AtomicU64,
@@ -104,7 +154,7 @@ struct Shared {
     retries: AtomicU64,
     next_hub: AtomicUsize,
     latency: SharedHistogram,
-    first_error: std::sync::Mutex<Option<String>>,
+    first_error: FirstError,
 }
 
 /// Publishes `plan.total` events at `plan.rate`; returns when every request
@@ -119,7 +169,7 @@ pub async fn run(target: Arc<Target>, plan: Plan) -> Published {
         retries: AtomicU64::new(0),
         next_hub: AtomicUsize::new(0),
         latency: SharedHistogram::default(),
-        first_error: std::sync::Mutex::new(None),
+        first_error: FirstError::default(),
     });
     let permits = Arc::new(tokio::sync::Semaphore::new(plan.inflight.max(1)));
     let started = Instant::now();
@@ -166,11 +216,7 @@ pub async fn run(target: Arc<Target>, plan: Plan) -> Published {
         .map(|a| a.load(Ordering::Relaxed))
         .collect();
     let stored = stored_per_scope.iter().sum();
-    let first_error = shared
-        .first_error
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    let first_error = shared.first_error.get();
     Published {
         events_sent: sent,
         stored,
@@ -196,19 +242,7 @@ async fn send_batch(
     keys: Option<&str>,
     retry_for: Duration,
 ) {
-    let sent_us = unix_micros();
-    let body = Value::Array(
-        (first..first + n)
-            .map(|seq| {
-                event(
-                    &scopes[(seq % scopes.len() as u64) as usize],
-                    seq,
-                    sent_us,
-                    keys,
-                )
-            })
-            .collect(),
-    );
+    let body = batch(scopes, first..first + n, keys);
     let give_up = Instant::now() + retry_for;
     loop {
         let hub = shared.next_hub.fetch_add(1, Ordering::Relaxed);
@@ -226,13 +260,7 @@ async fn send_batch(
             }
             Err(e) => {
                 shared.failed_requests.fetch_add(1, Ordering::Relaxed);
-                {
-                    let mut first_error =
-                        shared.first_error.lock().unwrap_or_else(|e| e.into_inner());
-                    if first_error.is_none() {
-                        *first_error = Some(e.to_string());
-                    }
-                }
+                shared.first_error.note(&e);
                 if keys.is_none() || Instant::now() >= give_up {
                     shared.failed_events.fetch_add(n, Ordering::Relaxed);
                     return;

@@ -5,9 +5,11 @@
 //! drops and resumes with `since`, measuring how long it took to be live.
 
 use crate::client::{scan_event, Client};
-use crate::measure::{histogram, Latency, LocalBatch, SharedHistogram};
+use crate::first_error::FirstError;
+use crate::measure::{self, histogram, Latency, LocalBatch, SharedHistogram};
 use crate::target::{unix_micros, Target};
 use futures_util::StreamExt;
+use indicatif::ProgressBar;
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -111,7 +113,7 @@ pub struct SwarmState {
     pub live_again: SharedHistogram,
     pub reconnects: AtomicU64,
     handshakes: Semaphore,
-    first_error: std::sync::Mutex<Option<String>>,
+    first_error: FirstError,
 }
 
 /// What one subscriber saw.
@@ -160,7 +162,7 @@ impl Swarm {
             connect_latency: SharedHistogram::default(),
             live_again: SharedHistogram::default(),
             reconnects: AtomicU64::new(0),
-            first_error: std::sync::Mutex::new(None),
+            first_error: FirstError::default(),
         });
         let mut tasks = tokio::task::JoinSet::new();
         for i in 0..state.spec.connections {
@@ -169,8 +171,22 @@ impl Swarm {
         Swarm { state, stop, tasks }
     }
 
+    /// Starts the swarm and waits until every subscriber is subscribed or
+    /// has failed (at most a minute plus 10 ms a subscriber), with a
+    /// "subscribing" progress bar when `progress`; returns the swarm and how
+    /// many subscribed.
+    pub async fn subscribe(target: Arc<Target>, spec: SwarmSpec, progress: bool) -> (Swarm, usize) {
+        let n = spec.connections as u64;
+        let bar = measure::progress(progress, n, "subscribing");
+        let swarm = Swarm::start(target, spec);
+        let limit = Duration::from_secs(60) + Duration::from_millis(n * 10);
+        let subscribed = swarm.wait_ready(limit, &bar).await;
+        bar.finish_and_clear();
+        (swarm, subscribed)
+    }
+
     /// Waits until every subscriber is subscribed or has failed, or `limit`.
-    pub async fn wait_ready(&self, limit: Duration, bar: &indicatif::ProgressBar) -> usize {
+    async fn wait_ready(&self, limit: Duration, bar: &ProgressBar) -> usize {
         let deadline = Instant::now() + limit;
         loop {
             let ready = self.state.ready.load(Ordering::Relaxed);
@@ -205,26 +221,40 @@ impl Swarm {
             .sum()
     }
 
-    /// Waits up to `limit` for `expected` deliveries (the stragglers after
-    /// publishing stopped), reporting progress as it goes.
-    pub async fn drain(&self, expected: u64, limit: Duration, progress: impl Fn(u64)) {
+    /// Shows the deliveries so far on `bar` until `task` (the publisher)
+    /// has finished; returns what it returned.
+    pub async fn deliver_until<T>(
+        &self,
+        task: tokio::task::JoinHandle<T>,
+        bar: &ProgressBar,
+    ) -> Result<T, tokio::task::JoinError> {
+        while !task.is_finished() {
+            bar.set_position(self.state.delivered.load(Ordering::Relaxed));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        task.await
+    }
+
+    /// Waits up to `limit` for the deliveries expected when `stored[scope]`
+    /// events were acknowledged (the stragglers after publishing stopped),
+    /// showing them on `bar`, which it then clears.
+    pub async fn drain(&self, stored: &[u64], limit: Duration, bar: &ProgressBar) {
+        let expected = self.expected(stored);
+        bar.set_length(expected.max(1));
         let until = Instant::now() + limit;
         while Instant::now() < until {
             let delivered = self.state.delivered.load(Ordering::Relaxed);
-            progress(delivered);
+            bar.set_position(delivered);
             if delivered >= expected {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        bar.finish_and_clear();
     }
 
     pub fn first_error(&self) -> Option<String> {
-        self.state
-            .first_error
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.state.first_error.get()
     }
 }
 
@@ -246,10 +276,7 @@ impl SwarmState {
     }
 
     fn note_error(&self, e: &anyhow::Error) {
-        let mut first = self.first_error.lock().unwrap_or_else(|e| e.into_inner());
-        if first.is_none() {
-            *first = Some(format!("{e:#}"));
-        }
+        self.first_error.note(format_args!("{e:#}"));
     }
 
     fn on_event(&self, scope: usize, text: &str, tracker: &mut Tracker, lat: &mut LocalBatch<'_>) {
@@ -424,6 +451,14 @@ pub struct Delivery {
 }
 
 impl Delivery {
+    /// The `delivered` line of a table.
+    pub fn line(&self) -> String {
+        format!(
+            "delivered          {} of {} expected: lost {}, duplicated {}, out of order {}, disconnects {}\n",
+            self.delivered, self.expected, self.lost, self.duplicated, self.out_of_order, self.disconnects
+        )
+    }
+
     /// What `--check` fails on in any delivery: loss, duplication, disorder.
     pub fn problems(&self) -> Vec<String> {
         [

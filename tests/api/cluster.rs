@@ -338,11 +338,7 @@ impl Drop for Nginx {
 }
 
 fn start_nginx(upstreams: &[u16]) -> Nginx {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let dir = std::env::temp_dir().join(format!("pulsehub-nginx-{port}"));
     std::fs::create_dir_all(&dir).unwrap();
     let template = std::fs::read_to_string(concat!(

@@ -1,9 +1,10 @@
 //! Smoke runs of the load generator (`loadtest/`) against a real hub: they
 //! assert behaviour (nothing lost, duplicated or reordered; every client
-//! served), never timings, which belong to docs/benchmarks.md.
+//! served), never timings or memory figures, which belong to
+//! docs/benchmarks.md.
 
 use crate::helpers::*;
-use pulsehub_loadtest::scenarios::{connect, fanout, presence};
+use pulsehub_loadtest::scenarios::{abuse, connect, fanout, presence};
 use pulsehub_loadtest::Target;
 use std::sync::Arc;
 use std::time::Duration;
@@ -112,4 +113,84 @@ async fn rapid_publishes_arrive_whole_and_in_order() {
         assert_eq!(offsets(&c.recv_n(500).await), (1..=500).collect::<Vec<_>>());
         c.expect_silence(Duration::from_millis(100)).await;
     }
+}
+
+/// The `abuse` scenario, briefly, against a hub process of its own (so that
+/// the hostile clients share no runtime with the hub and its memory is its
+/// own): nothing lost, duplicated or reordered for the well-behaved
+/// subscribers; every slowloris connection closed by the hub; refusals over
+/// the per-user limit are 429 `limit_reached`; floods get their errors and
+/// are closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_clients_cost_well_behaved_subscribers_nothing() {
+    // Slowloris connections are cut after 1 s instead of 10.
+    let env = [("PULSEHUB_REQUEST_TIMEOUT_SECS", "1"), ("RUST_LOG", "warn")];
+    let hub = HubProcess::start(&fresh_database().await, &env).await;
+    let target =
+        Arc::new(Target::new(&[hub.url("")], SECRET, INGEST_KEY).expect("a loopback target"));
+    let opts = abuse::AbuseOpts {
+        subscribers: 20,
+        slowloris: 20,
+        over_limit: 30, // the hub admits 20 (PULSEHUB_MAX_CONNECTIONS_PER_USER)
+        never_reading: 3,
+        flooders: 3,
+        rate: 50.0,
+        duration: Duration::from_secs(3),
+        request_timeout: Duration::from_secs(1),
+        drain: Duration::from_secs(20),
+        settle: Duration::from_secs(2),
+        hub_pids: vec![hub.pid() as u32],
+        ..Default::default()
+    };
+    let report = abuse::run(target, &opts).await.expect("abuse ran");
+    let t = format!("{}\nhub log:\n{}", report.table(), hub.log());
+
+    // The well-behaved subscribers got everything, once, in order.
+    let d = &report.delivery;
+    assert_eq!(report.subscribed, 20, "{t}");
+    assert_eq!(report.publish.stored, 150, "{t}");
+    assert_eq!(d.expected, 150 * 20, "{t}");
+    assert_eq!(d.delivered, d.expected, "{t}");
+    assert_eq!((d.lost, d.duplicated, d.out_of_order), (0, 0, 0), "{t}");
+    assert_eq!(d.disconnects, 0, "{t}");
+    assert_eq!(
+        (report.received_min, report.received_max),
+        (150, 150),
+        "{t}"
+    );
+
+    // Every slowloris connection was closed by the hub.
+    let sl = &report.slowloris;
+    assert!(sl.opened >= 20, "{t}");
+    assert_eq!(sl.closed_by_hub, sl.opened, "{t}");
+    assert_eq!(sl.never_closed, 0, "{t}");
+    assert_eq!(sl.answered_other, 0, "{t}");
+
+    // One user: its limit admitted, the rest refused with 429 limit_reached.
+    let ol = &report.over_limit;
+    assert_eq!(ol.max_open, 20, "{t}");
+    assert!(
+        ol.refused_by_status.get(&429).is_some_and(|n| *n >= 10),
+        "{t}"
+    );
+    assert_eq!(ol.refused_by_status.len(), 1, "only 429s: {t}");
+    assert_eq!(
+        ol.refused_by_code.keys().collect::<Vec<_>>(),
+        vec!["limit_reached"],
+        "{t}"
+    );
+    assert_eq!(ol.failed, 0, "{t}");
+
+    // Floods get their errors, and repeat abusers are closed with 1008.
+    let fl = &report.floods;
+    for code in ["bad_request", "too_large", "rate_limited"] {
+        assert!(fl.errors_by_code.contains_key(code), "no {code}: {t}");
+    }
+    assert!(fl.closed_by_code.get(&1008).is_some_and(|n| *n > 0), "{t}");
+
+    // What the never-reading subscribers got is a gapless prefix.
+    assert_eq!(report.never_reading.subscribed, 3, "{t}");
+    assert_eq!(report.never_reading.not_a_prefix, 0, "{t}");
+
+    assert!(report.problems().is_empty(), "{t}");
 }

@@ -39,12 +39,11 @@
 //! errors and closes by code) and the memory figures are reported, not
 //! checked: the tests check them for what is behaviour.
 
-use crate::client::{
-    encode_frame, scan_event, tcp_connect, RawWs, Upgrade, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT,
-};
+use crate::client::{scan_event, tcp_connect};
 use crate::measure::{self, mb, rss_bytes, rss_total, Latency, SharedHistogram};
 use crate::publisher::{self, Plan, Published};
-use crate::report::RunInfo;
+use crate::raw::{encode_frame, RawWs, Upgrade, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT};
+use crate::run_info::RunInfo;
 use crate::swarm::{tally, Delivery, Swarm, SwarmSpec, Tracker};
 use crate::target::{run_id, Target};
 use serde::Serialize;
@@ -289,16 +288,15 @@ fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Waits for a group's tasks; a task that panicked is reported as an error.
-async fn join_all(tasks: &mut JoinSet<()>, first_error: &Mutex<Option<String>>) {
+/// Waits for a group's tasks; the first that panicked, as an error.
+async fn join_all(tasks: &mut JoinSet<()>) -> Option<String> {
+    let mut first = None;
     while let Some(r) = tasks.join_next().await {
         if let Err(e) = r {
-            note(
-                &mut locked(first_error),
-                format!("a client task failed: {e}"),
-            );
+            note(&mut first, format!("a client task failed: {e}"));
         }
     }
+    first
 }
 
 // ---- slowloris -------------------------------------------------------------
@@ -323,7 +321,6 @@ async fn slowloris(
         }),
         closed_after: SharedHistogram::default(),
     });
-    let errors = Mutex::new(None);
     let mut tasks = JoinSet::new();
     for i in 0..opts.slowloris {
         // The first connections spread over a second, so their timeouts
@@ -340,10 +337,10 @@ async fn slowloris(
             stop.clone(),
         ));
     }
-    join_all(&mut tasks, &errors).await;
+    let panicked = join_all(&mut tasks).await;
     let mut report = locked(&shared.report).clone();
     report.closed_after = shared.closed_after.summary();
-    if let Some(e) = locked(&errors).take() {
+    if let Some(e) = panicked {
         note(&mut report.first_error, e);
     }
     report
@@ -460,7 +457,6 @@ async fn over_limit(
         open: AtomicU64::new(0),
         attempting: AtomicU64::new(0),
     });
-    let errors = Mutex::new(None);
     let mut tasks = JoinSet::new();
     for i in 0..opts.over_limit {
         tasks.spawn(greedy(
@@ -471,9 +467,9 @@ async fn over_limit(
             stop.clone(),
         ));
     }
-    join_all(&mut tasks, &errors).await;
+    let panicked = join_all(&mut tasks).await;
     let mut report = locked(&shared.report).clone();
-    if let Some(e) = locked(&errors).take() {
+    if let Some(e) = panicked {
         note(&mut report.first_error, e);
     }
     report
@@ -578,7 +574,6 @@ async fn never_reading(
         recv_buffer: opts.recv_buffer,
         ..Default::default()
     }));
-    let errors = Mutex::new(None);
     let mut tasks = JoinSet::new();
     for (i, token) in tokens.into_iter().enumerate() {
         tasks.spawn(never_reader(
@@ -591,9 +586,9 @@ async fn never_reading(
             stop.clone(),
         ));
     }
-    join_all(&mut tasks, &errors).await;
+    let panicked = join_all(&mut tasks).await;
     let mut report = locked(&shared).clone();
-    if let Some(e) = locked(&errors).take() {
+    if let Some(e) = panicked {
         note(&mut report.first_error, e);
     }
     report
@@ -736,7 +731,6 @@ async fn floods(
     let pad = "x".repeat(OVERSIZED_BYTES - r#"{"type":"ping","pad":""}"#.len());
     let oversized = format!(r#"{{"type":"ping","pad":"{pad}"}}"#);
     let oversized = Arc::new(encode_frame(OP_TEXT, oversized.as_bytes()));
-    let errors = Mutex::new(None);
     let mut tasks = JoinSet::new();
     for (i, token) in tokens.into_iter().enumerate() {
         tasks.spawn(flooder(
@@ -748,11 +742,11 @@ async fn floods(
             stop.clone(),
         ));
     }
-    join_all(&mut tasks, &errors).await;
+    let panicked = join_all(&mut tasks).await;
     let mut report = locked(&shared.report).clone();
     report.frames_sent = shared.frames.load(Ordering::Relaxed);
     report.bytes_sent = shared.bytes.load(Ordering::Relaxed);
-    if let Some(e) = locked(&errors).take() {
+    if let Some(e) = panicked {
         note(&mut report.first_error, e);
     }
     report
@@ -923,10 +917,9 @@ pub async fn run(target: Arc<Target>, opts: &AbuseOpts) -> anyhow::Result<AbuseR
     let id = run_id();
     let scope = format!("lt-{id}-0");
     let channel = format!("feed:{scope}");
-    let total = (opts.rate * opts.duration.as_secs_f64()).round().max(1.0) as u64;
+    let total = publisher::events_for(opts.rate, opts.duration);
 
-    let bar = measure::progress(opts.progress, opts.subscribers as u64, "subscribing");
-    let swarm = Swarm::start(
+    let (swarm, subscribed) = Swarm::subscribe(
         target.clone(),
         SwarmSpec {
             connections: opts.subscribers,
@@ -936,10 +929,9 @@ pub async fn run(target: Arc<Target>, opts: &AbuseOpts) -> anyhow::Result<AbuseR
             events_per_scope: total as usize + 1,
             user_prefix: format!("lt-{id}-u"),
         },
-    );
-    let limit = Duration::from_secs(60) + Duration::from_millis(opts.subscribers as u64 * 10);
-    let subscribed = swarm.wait_ready(limit, &bar).await;
-    bar.finish_and_clear();
+        opts.progress,
+    )
+    .await;
     let rss_before = rss_total(&opts.hub_pids);
     let counters_before = measure::hub_counters(&target, &COUNTERS).await;
 
@@ -991,11 +983,7 @@ pub async fn run(target: Arc<Target>, opts: &AbuseOpts) -> anyhow::Result<AbuseR
     };
     let bar = measure::progress(opts.progress, total * subscribed as u64, "under attack");
     let publisher = tokio::spawn(publisher::run(target.clone(), plan));
-    while !publisher.is_finished() {
-        bar.set_position(swarm.state.delivered.load(Ordering::Relaxed));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let publish = publisher.await?;
+    let publish = swarm.deliver_until(publisher, &bar).await?;
     tokio::time::sleep_until((started + opts.duration).into()).await;
     let _ = stop.send(true);
     let slowloris = slowloris.await?;
@@ -1007,12 +995,9 @@ pub async fn run(target: Arc<Target>, opts: &AbuseOpts) -> anyhow::Result<AbuseR
     let samples = sampler.await?;
 
     // The well-behaved stragglers, then the memory once it settled.
-    let expected = swarm.expected(&publish.stored_per_scope);
-    bar.set_length(expected.max(1));
     swarm
-        .drain(expected, opts.drain, |n| bar.set_position(n))
+        .drain(&publish.stored_per_scope, opts.drain, &bar)
         .await;
-    bar.finish_and_clear();
     let rss_after = settled_rss(&opts.hub_pids, opts.settle).await;
     let counters_after = measure::hub_counters(&target, &COUNTERS).await;
     let first_error = swarm.first_error().or(publish.first_error.clone());
@@ -1089,8 +1074,6 @@ fn counts<K: std::fmt::Display>(m: &BTreeMap<K, u64>) -> String {
 
 impl AbuseReport {
     pub fn table(&self) -> String {
-        let d = &self.delivery;
-        let p = &self.publish;
         let (sl, ol, nr, fl) = (
             &self.slowloris,
             &self.over_limit,
@@ -1105,15 +1088,8 @@ impl AbuseReport {
             "subscribers        {} of {} well-behaved subscribed to one feed ({} failed); attack {:.1}s (until the last hostile client was gone)\n",
             self.subscribed, self.subscribers, self.connect_failed, self.attack_s
         );
-        t += &format!(
-            "published          {} events in {:.1}s = {:.0}/s (target {:.0}/s); {} requests, {} failed\n",
-            p.stored, p.elapsed_s, p.rate_achieved, self.rate_target, p.requests, p.failed_requests
-        );
-        t += &format!("ingest request     {}\n", p.request_latency.line());
-        t += &format!(
-            "delivered          {} of {} expected: lost {}, duplicated {}, out of order {}, disconnects {}\n",
-            d.delivered, d.expected, d.lost, d.duplicated, d.out_of_order, d.disconnects
-        );
+        t += &self.publish.lines(self.rate_target);
+        t += &self.delivery.line();
         t += &format!(
             "per subscriber     {}–{} events\n",
             self.received_min, self.received_max
@@ -1211,12 +1187,7 @@ impl AbuseReport {
                 self.connect_failed
             ));
         }
-        if self.publish.failed_events > 0 {
-            p.push(format!(
-                "{} events not ingested",
-                self.publish.failed_events
-            ));
-        }
+        p.extend(self.publish.problems());
         p.extend(self.delivery.problems());
         if self.slowloris.never_closed > 0 {
             p.push(format!(

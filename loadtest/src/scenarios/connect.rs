@@ -4,7 +4,7 @@
 
 use crate::client::Client;
 use crate::measure::{self, Latency, SharedHistogram};
-use crate::report::RunInfo;
+use crate::run_info::RunInfo;
 use crate::target::{run_id, Target};
 use serde::Serialize;
 use std::collections::BTreeMap;

@@ -6,7 +6,7 @@
 
 use crate::measure::{self, Latency};
 use crate::publisher::{self, Plan, Published};
-use crate::report::RunInfo;
+use crate::run_info::RunInfo;
 use crate::swarm::{tally, Delivery, Swarm, SwarmSpec};
 use crate::target::{run_id, Target};
 use serde::Serialize;
@@ -86,11 +86,10 @@ pub async fn run(target: Arc<Target>, opts: &FanoutOpts) -> anyhow::Result<Fanou
     let scopes: Vec<String> = (0..opts.scopes.max(1))
         .map(|k| format!("lt-{id}-{k}"))
         .collect();
-    let total = (opts.rate * opts.duration.as_secs_f64()).round().max(1.0) as u64;
+    let total = publisher::events_for(opts.rate, opts.duration);
     let per_scope = (total as usize).div_ceil(scopes.len()) + 1;
 
-    let bar = measure::progress(opts.progress, opts.connections as u64, "subscribing");
-    let swarm = Swarm::start(
+    let (swarm, subscribed) = Swarm::subscribe(
         target.clone(),
         SwarmSpec {
             connections: opts.connections,
@@ -100,10 +99,9 @@ pub async fn run(target: Arc<Target>, opts: &FanoutOpts) -> anyhow::Result<Fanou
             events_per_scope: per_scope,
             user_prefix: format!("lt-{id}-u"),
         },
-    );
-    let limit = Duration::from_secs(60) + Duration::from_millis(opts.connections as u64 * 10);
-    let subscribed = swarm.wait_ready(limit, &bar).await;
-    bar.finish_and_clear();
+        opts.progress,
+    )
+    .await;
     let connect_failed = opts.connections - subscribed;
 
     // Publish, then wait until everything acknowledged has arrived.
@@ -122,17 +120,10 @@ pub async fn run(target: Arc<Target>, opts: &FanoutOpts) -> anyhow::Result<Fanou
     let started_us = crate::target::unix_micros();
     let cpu_before = measure::cpu_seconds(&opts.hub_pids);
     let publisher = tokio::spawn(publisher::run(target.clone(), plan));
-    while !publisher.is_finished() {
-        bar.set_position(swarm.state.delivered.load(Ordering::Relaxed));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let publish = publisher.await?;
-    let expected = swarm.expected(&publish.stored_per_scope);
-    bar.set_length(expected.max(1));
+    let publish = swarm.deliver_until(publisher, &bar).await?;
     swarm
-        .drain(expected, opts.drain, |n| bar.set_position(n))
+        .drain(&publish.stored_per_scope, opts.drain, &bar)
         .await;
-    bar.finish_and_clear();
     let hub_cpu_s = match (cpu_before, measure::cpu_seconds(&opts.hub_pids)) {
         (Some(a), Some(b)) => Some(((b - a) * 100.0).round() / 100.0),
         _ => None,
@@ -177,22 +168,13 @@ pub async fn run(target: Arc<Target>, opts: &FanoutOpts) -> anyhow::Result<Fanou
 
 impl FanoutReport {
     pub fn table(&self) -> String {
-        let d = &self.delivery;
-        let p = &self.publish;
         let mut t = self.info.header();
         t += &format!(
             "subscribers        {} of {} subscribed over {} scope(s) ({} failed)\n",
             self.subscribed, self.connections, self.scopes, self.connect_failed
         );
-        t += &format!(
-            "published          {} events in {:.1}s = {:.0}/s (target {:.0}/s); {} requests, {} failed\n",
-            p.stored, p.elapsed_s, p.rate_achieved, self.rate_target, p.requests, p.failed_requests
-        );
-        t += &format!("ingest request     {}\n", p.request_latency.line());
-        t += &format!(
-            "delivered          {} of {} expected: lost {}, duplicated {}, out of order {}, disconnects {}\n",
-            d.delivered, d.expected, d.lost, d.duplicated, d.out_of_order, d.disconnects
-        );
+        t += &self.publish.lines(self.rate_target);
+        t += &self.delivery.line();
         t += &format!("latency (all)      {}\n", self.latency.line());
         t += &format!("latency (last rx)  {}\n", self.last_receiver.line());
         t += &format!("delivered frames/s {:.0}\n", self.delivered_per_s);
@@ -217,12 +199,7 @@ impl FanoutReport {
                 self.connect_failed
             ));
         }
-        if self.publish.failed_events > 0 {
-            p.push(format!(
-                "{} events not ingested",
-                self.publish.failed_events
-            ));
-        }
+        p.extend(self.publish.problems());
         p.extend(d.problems());
         if d.disconnects > 0 {
             p.push(format!("{} subscribers disconnected", d.disconnects));

@@ -3,8 +3,9 @@
 //! with the connections open, at the end of the hold, and after they left.
 
 use crate::client::Client;
+use crate::first_error::FirstError;
 use crate::measure::{self, mb, rss_bytes, rss_total, Latency, SharedHistogram};
-use crate::report::RunInfo;
+use crate::run_info::RunInfo;
 use crate::target::{run_id, Target};
 use futures_util::StreamExt;
 use serde::Serialize;
@@ -88,7 +89,7 @@ pub async fn run(target: Arc<Target>, opts: &IdleOpts) -> anyhow::Result<IdleRep
     let permits = Arc::new(tokio::sync::Semaphore::new(opts.concurrency.max(1)));
     let opened = Arc::new(AtomicUsize::new(0));
     let dropped = Arc::new(AtomicUsize::new(0));
-    let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
+    let first_error = Arc::new(FirstError::default());
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..opts.connections {
@@ -128,10 +129,7 @@ pub async fn run(target: Arc<Target>, opts: &IdleOpts) -> anyhow::Result<IdleRep
             let mut client = match connected {
                 Ok(c) => c,
                 Err(e) => {
-                    first_error
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .get_or_insert_with(|| format!("{e:#}"));
+                    first_error.note(format_args!("{e:#}"));
                     return;
                 }
             };
@@ -181,10 +179,7 @@ pub async fn run(target: Arc<Target>, opts: &IdleOpts) -> anyhow::Result<IdleRep
         _ => None,
     };
     info.finish();
-    let first_error = first_error
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    let first_error = first_error.get();
     Ok(IdleReport {
         info,
         connections: opts.connections,

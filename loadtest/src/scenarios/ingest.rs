@@ -2,12 +2,12 @@
 //! `POST /api/events` (202 only after the commit); reports the events per
 //! second committed and the request latency.
 
+use crate::first_error::FirstError;
 use crate::measure::{self, Latency, SharedHistogram};
-use crate::publisher::{event, post, MAX_BATCH};
-use crate::report::RunInfo;
-use crate::target::{run_id, unix_micros, Target};
+use crate::publisher::{batch as events, post, MAX_BATCH};
+use crate::run_info::RunInfo;
+use crate::target::{run_id, Target};
 use serde::Serialize;
-use serde_json::Value;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -67,7 +67,7 @@ pub async fn run(target: Arc<Target>, opts: &IngestOpts) -> anyhow::Result<Inges
     let accepted = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let latency = Arc::new(SharedHistogram::default());
-    let first_error = Arc::new(std::sync::Mutex::new(None::<String>));
+    let first_error = Arc::new(FirstError::default());
     let started = Instant::now();
     let deadline = started + opts.duration;
     let mut tasks = tokio::task::JoinSet::new();
@@ -91,19 +91,7 @@ pub async fn run(target: Arc<Target>, opts: &IngestOpts) -> anyhow::Result<Inges
                     break;
                 }
                 let last = (first + batch).min(total);
-                let sent_us = unix_micros();
-                let body = Value::Array(
-                    (first..last)
-                        .map(|seq| {
-                            event(
-                                &scopes[(seq % scopes.len() as u64) as usize],
-                                seq,
-                                sent_us,
-                                None,
-                            )
-                        })
-                        .collect(),
-                );
+                let body = events(&scopes, first..last, None);
                 let t = Instant::now();
                 match post(&target, request, &body).await {
                     Ok(p) => {
@@ -112,10 +100,7 @@ pub async fn run(target: Arc<Target>, opts: &IngestOpts) -> anyhow::Result<Inges
                     }
                     Err(e) => {
                         failed.fetch_add(1, Ordering::Relaxed);
-                        first_error
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .get_or_insert_with(|| format!("{e:#}"));
+                        first_error.note(format_args!("{e:#}"));
                     }
                 }
                 bar.inc(last - first);
@@ -129,10 +114,7 @@ pub async fn run(target: Arc<Target>, opts: &IngestOpts) -> anyhow::Result<Inges
     let elapsed = started.elapsed().as_secs_f64();
     let accepted = accepted.load(Ordering::Relaxed);
     info.finish();
-    let first_error = first_error
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    let first_error = first_error.get();
     Ok(IngestReport {
         info,
         parallel: opts.parallel,

@@ -5,7 +5,7 @@
 
 use crate::client::Client;
 use crate::measure::{self, histogram, Latency};
-use crate::report::RunInfo;
+use crate::run_info::RunInfo;
 use crate::target::{run_id, Target};
 use futures_util::StreamExt;
 use serde::Serialize;

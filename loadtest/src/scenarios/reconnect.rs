@@ -5,12 +5,13 @@
 //! the publisher retries with idempotency keys. Reports how long clients
 //! took to be live again and whether anything was lost or duplicated.
 
-use crate::measure::{self, Latency};
+use crate::measure::Latency;
 use crate::publisher::{self, Plan, Published};
-use crate::report::RunInfo;
+use crate::run_info::RunInfo;
 use crate::swarm::{tally, Delivery, Swarm, SwarmSpec};
 use crate::target::{run_id, Target};
 use anyhow::Context as _;
+use indicatif::ProgressBar;
 use serde::Serialize;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -184,9 +185,8 @@ pub async fn run(target: Arc<Target>, opts: &ReconnectOpts) -> anyhow::Result<Re
     let mut info = RunInfo::start("reconnect", &target);
     let id = run_id();
     let scopes = vec![format!("lt-{id}-0")];
-    let total = (opts.rate * opts.duration.as_secs_f64()).round().max(1.0) as u64;
-    let bar = measure::progress(opts.progress, opts.connections as u64, "subscribing");
-    let swarm = Swarm::start(
+    let total = publisher::events_for(opts.rate, opts.duration);
+    let (swarm, subscribed) = Swarm::subscribe(
         target.clone(),
         SwarmSpec {
             connections: opts.connections,
@@ -196,10 +196,9 @@ pub async fn run(target: Arc<Target>, opts: &ReconnectOpts) -> anyhow::Result<Re
             events_per_scope: total as usize + 1,
             user_prefix: format!("lt-{id}-u"),
         },
-    );
-    let limit = Duration::from_secs(60) + Duration::from_millis(opts.connections as u64 * 10);
-    let subscribed = swarm.wait_ready(limit, &bar).await;
-    bar.finish_and_clear();
+        opts.progress,
+    )
+    .await;
 
     let plan = Plan {
         scopes: scopes.clone(),
@@ -231,8 +230,13 @@ pub async fn run(target: Arc<Target>, opts: &ReconnectOpts) -> anyhow::Result<Re
         }
     };
     let publish = publisher.await?;
-    let expected = swarm.expected(&publish.stored_per_scope);
-    swarm.drain(expected, opts.drain, |_| {}).await;
+    swarm
+        .drain(
+            &publish.stored_per_scope,
+            opts.drain,
+            &ProgressBar::hidden(),
+        )
+        .await;
     let first_error = first_error
         .or_else(|| swarm.first_error())
         .or(publish.first_error.clone());
@@ -304,12 +308,7 @@ impl ReconnectReport {
                 self.connections - self.subscribed
             ));
         }
-        if self.publish.failed_events > 0 {
-            p.push(format!(
-                "{} events not ingested",
-                self.publish.failed_events
-            ));
-        }
+        p.extend(self.publish.problems());
         p.extend(d.problems());
         if self.still_down > 0 {
             p.push(format!("{} subscribers never came back", self.still_down));

@@ -1,0 +1,30 @@
+//! Test harness: a real hub on port 0 over a fresh PostgreSQL database per
+//! test (cloned from a migrated template), real WebSocket and HTTP clients.
+//! Tests `use crate::helpers::*`; each file provides one thing:
+//!
+//! - `config`: test secrets, patience, the hub configuration, free ports;
+//! - `database`: fresh databases cloned from a migrated template;
+//! - `app`: [`TestApp`], hubs served in this process (one, or a cluster);
+//! - `ws`: [`WsClient`], the tungstenite client;
+//! - `raw_ws`: the load generator's client read by hand (no automatic pongs);
+//! - `hub_process`: [`HubProcess`], the `pulsehub` binary as a child;
+//! - `redis`: the shared Redis and [`PrivateRedis`];
+//! - `feed`: event batches, frame offsets, the nothing-stored check.
+
+mod app;
+mod config;
+mod database;
+mod feed;
+mod hub_process;
+mod raw_ws;
+mod redis;
+mod ws;
+
+pub use app::*;
+pub use config::*;
+pub use database::*;
+pub use feed::*;
+pub use hub_process::*;
+pub use raw_ws::*;
+pub use redis::*;
+pub use ws::*;
