@@ -15,7 +15,6 @@ pub mod presence;
 pub mod protocol;
 pub mod routes;
 pub mod session;
-pub mod simulate;
 pub mod startup;
 pub mod stats;
 pub mod telemetry;
