@@ -23,7 +23,7 @@ if ! command -v nginx >/dev/null && [[ ! -x /usr/sbin/nginx ]]; then
 fi
 nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
 
-cargo build --release
+cargo build --release -p pulsehub -p pulsehub-simulate
 mkdir -p "$run_dir"
 
 export DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/pulsehub}
@@ -62,7 +62,7 @@ sed -e "s|@LISTEN@|$listen|" -e "s|@PREFIX@|$run_dir|g" -e "s|@UPSTREAMS@|$upstr
 pids+=($!)
 
 if [[ -n ${SIMULATE:-} ]]; then
-    target/release/pulsehub simulate --url "http://$listen" --scopes demo >"$run_dir/simulate.log" 2>&1 &
+    target/release/pulsehub-simulate --url "http://$listen" --scopes demo >"$run_dir/simulate.log" 2>&1 &
     pids+=($!)
 fi
 

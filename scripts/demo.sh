@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Quick start: run the pulsehub hub with its dashboard and live demo data.
 # Ensures PostgreSQL answers (installing/starting it if needed), builds the
-# release binary, starts `pulsehub serve --demo` (extra arguments are passed
-# to `serve`), waits for /ready, then feeds it with `pulsehub simulate`.
+# release binaries, starts `pulsehub serve --demo` (extra arguments are passed
+# to `serve`), waits for /ready, then feeds it with `pulsehub-simulate`.
 # Ctrl-C stops everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +14,7 @@ if [[ -z ${DATABASE_URL:-} ]]; then
     export DATABASE_URL="postgres://postgres@${PGHOST:-127.0.0.1}:${PGPORT:-5432}/pulsehub"
 fi
 
-cargo build --release
+cargo build --release -p pulsehub -p pulsehub-simulate
 
 # Where serve listens: PULSEHUB_BIND, or --bind among the extra arguments.
 bind=${PULSEHUB_BIND:-127.0.0.1:8080}
@@ -80,7 +80,7 @@ if [[ $(ready_status) != 200 ]]; then
     exit 1
 fi
 
-target/release/pulsehub simulate --url "$base_url" --scopes demo &
+target/release/pulsehub-simulate --url "$base_url" --scopes demo &
 sim_pid=$!
 
 echo

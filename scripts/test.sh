@@ -52,7 +52,7 @@ ensure_nginx() {
 # The browser tests, one file at a time (each starts its own hubs).
 run_e2e() {
     ensure_browser || return
-    cargo build -p pulsehub --bin pulsehub || return
+    cargo build -p pulsehub -p pulsehub-simulate || return
     local file rc=0
     for file in tests/e2e/*.test.mjs; do
         echo "test.sh: e2e ${file#tests/e2e/}"

@@ -18,7 +18,6 @@ pub mod protocol;
 pub mod replay;
 pub mod routes;
 pub mod session;
-pub mod simulate;
 pub mod startup;
 pub mod state;
 pub mod stats;

@@ -3,9 +3,8 @@
 use clap::{Parser, Subcommand};
 use pulsehub::auth::{claims_for, TokenKeys};
 use pulsehub::config::{Config, LogFormat, DEMO_JWT_SECRET};
-use pulsehub::simulate::SimulateArgs;
 use pulsehub::startup::Application;
-use pulsehub::{db, simulate, telemetry};
+use pulsehub::{db, telemetry};
 
 /// mimalloc, tuned to give memory back when clients leave: glibc kept its
 /// peak after 10,000 connections closed (docs/benchmarks.md).
@@ -79,8 +78,6 @@ enum Cmd {
         #[arg(long, env = "PULSEHUB_JWT_SECRET", hide_env_values = true)]
         secret: Option<String>,
     },
-    /// Post a realistic stream of domain events to a running hub.
-    Simulate(SimulateArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -115,7 +112,6 @@ fn main() -> anyhow::Result<()> {
                 let claims = claims_for(&user, name.as_deref(), &scopes, ttl);
                 println!("{}", TokenKeys::new(&secret).mint(&claims)?);
             }
-            Cmd::Simulate(args) => simulate::run(args).await?,
         }
         Ok(())
     })

@@ -13,6 +13,8 @@ import pg from 'pg';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 export const BIN = process.env.PULSEHUB_BIN || join(ROOT, 'target/debug/pulsehub');
+export const SIMULATE_BIN =
+  process.env.PULSEHUB_SIMULATE_BIN || join(ROOT, 'target/debug/pulsehub-simulate');
 export const JWT_SECRET = 'e2e-jwt-secret-0123456789';
 export const INGEST_KEY = 'e2e-ingest-key-0123456789';
 
@@ -197,9 +199,14 @@ export class Hub {
     return res.body;
   }
 
-  /** Runs `pulsehub simulate` against this hub (realistic demo data). */
+  /** Runs `pulsehub-simulate` against this hub (realistic demo data). */
   async simulate(args) {
-    const proc = spawn(BIN, ['simulate', '--url', this.url, ...args], {
+    if (!existsSync(SIMULATE_BIN)) {
+      throw new Error(
+        `${SIMULATE_BIN} does not exist: build it first (cargo build -p pulsehub-simulate, or scripts/test.sh)`,
+      );
+    }
+    const proc = spawn(SIMULATE_BIN, ['--url', this.url, ...args], {
       env: { ...process.env, PULSEHUB_INGEST_KEY: INGEST_KEY, RUST_LOG: 'warn' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
