@@ -176,14 +176,51 @@ struct RefreshBody {
     token: String,
 }
 
+/// The `ref` of a frame that will not be parsed (too large, over the rate,
+/// not JSON), read cheaply so its error still names the command: the first
+/// `"ref"` key followed by `:` and an integer. `None` when there is none.
+/// A `"ref"` inside a string value is always escaped (`\"ref\"`), so it
+/// cannot be mistaken for the key; one nested in an object value could.
+pub fn sniff_ref(text: &str) -> Option<i64> {
+    let bytes = text.as_bytes();
+    let mut from = 0;
+    while let Some(at) = text[from..].find("\"ref\"") {
+        let mut i = from + at + 5;
+        from = i;
+        while bytes.get(i).is_some_and(u8::is_ascii_whitespace) {
+            i += 1;
+        }
+        if bytes.get(i) != Some(&b':') {
+            continue;
+        }
+        i += 1;
+        while bytes.get(i).is_some_and(u8::is_ascii_whitespace) {
+            i += 1;
+        }
+        let start = i;
+        if bytes.get(i) == Some(&b'-') {
+            i += 1;
+        }
+        while bytes.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        // An integer ends the value: not `1.5`, `1e3` or `12abc`.
+        let ends = bytes
+            .get(i)
+            .is_none_or(|b| b.is_ascii_whitespace() || matches!(b, b',' | b'}'));
+        return ends.then(|| text[start..i].parse().ok()).flatten();
+    }
+    None
+}
+
 /// Parses one inbound text frame.
 pub fn parse_command(text: &str) -> Result<Request, Rejected> {
     let bad = |reference, msg: String| Rejected {
         reference,
         error: HubError::BadRequest(msg),
     };
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| bad(None, format!("malformed JSON: {e}")))?;
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| bad(sniff_ref(text), format!("malformed JSON: {e}")))?;
     let Value::Object(map) = &value else {
         return Err(bad(None, "a frame must be a JSON object".into()));
     };
@@ -480,5 +517,24 @@ mod tests {
             &*e,
             r#"{"type":"error","ref":3,"code":"forbidden","message":"no"}"#
         );
+    }
+
+    #[test]
+    fn refs_are_read_from_frames_that_are_not_parsed() {
+        assert_eq!(sniff_ref(r#"{"type":"ping","ref":41"#), Some(41));
+        assert_eq!(sniff_ref(r#"{"ref" : -3 ,"type":"x"}"#), Some(-3));
+        assert_eq!(sniff_ref(r#"{"pad":"x","ref":7}"#), Some(7));
+        assert_eq!(sniff_ref(r#"{"a":"\"ref\": 9","ref":2}"#), Some(2));
+        for none in [
+            r#"{"type":"ping"}"#,
+            r#"{"ref":"abc"}"#,
+            r#"{"ref":1.5}"#,
+            r#"{"ref":}"#,
+            r#"{"type":"ref","x":1}"#,
+            "not json",
+            "",
+        ] {
+            assert_eq!(sniff_ref(none), None, "{none}");
+        }
     }
 }

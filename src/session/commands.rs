@@ -7,24 +7,30 @@
 use super::WsSession;
 use crate::error::HubError;
 use crate::presence;
-use crate::protocol::{encode, parse_command, Command, Request, ServerFrame};
+use crate::protocol::{encode, parse_command, sniff_ref, Command, Request, ServerFrame};
 use actix_web_actors::ws;
 use std::sync::Arc;
 
 impl WsSession {
     /// Counts one inbound frame against the command rate. Over it, the frame
-    /// is refused: answered `rate_limited` when `answer` (a frame that would
-    /// get a reply), and a connection over the abuse limit is closed (1008).
-    pub(super) fn admit(&mut self, ctx: &mut ws::WebsocketContext<Self>, answer: bool) -> bool {
+    /// is refused: answered `rate_limited` (with the frame's `ref`, read by
+    /// `reference` only then) unless `reference` is `None` (a frame that
+    /// gets no reply: fragments, pings), and a connection over the abuse
+    /// limit is closed (1008).
+    pub(super) fn admit(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        reference: Option<&dyn Fn() -> Option<i64>>,
+    ) -> bool {
         if self.limiter.check().is_ok() {
             return true;
         }
         if self.abuse.check().is_err() {
             self.close(ctx, 1008, "repeated abuse: command rate exceeded");
-        } else if answer {
+        } else if let Some(reference) = reference {
             self.reply_error(
                 ctx,
-                None,
+                reference(),
                 &HubError::RateLimited("too many commands; slow down".into()),
             );
         }
@@ -32,7 +38,7 @@ impl WsSession {
     }
 
     pub(super) fn on_binary(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
-        if self.admit(ctx, true) {
+        if self.admit(ctx, Some(&|| None)) {
             self.reply_error(
                 ctx,
                 None,
@@ -42,13 +48,13 @@ impl WsSession {
     }
 
     pub(super) fn on_text(&mut self, text: &str, ctx: &mut ws::WebsocketContext<Self>) {
-        if !self.admit(ctx, true) {
+        if !self.admit(ctx, Some(&|| sniff_ref(text))) {
             return;
         }
         if text.len() > self.state.config.max_frame_bytes {
             return self.reply_error(
                 ctx,
-                None,
+                sniff_ref(text),
                 &HubError::TooLarge(format!(
                     "frame of {} bytes; the limit is {}",
                     text.len(),

@@ -230,7 +230,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
                 // Every fragment but the last counts against the command
                 // rate here; the whole message counts as one command.
                 let last = matches!(item, actix_http::ws::Item::Last(_));
-                if !last && !self.admit(ctx, false) {
+                if !last && !self.admit(ctx, None) {
                     return;
                 }
                 match self.fragments.push(item) {
@@ -246,7 +246,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
             }
             // Pings count against the command rate too; over it, no pong.
             Ok(ws::Message::Ping(p)) => {
-                if self.admit(ctx, false) {
+                if self.admit(ctx, None) {
                     ctx.pong(&p);
                 }
             }

@@ -165,6 +165,48 @@ async fn error_codes_over_websocket() {
     assert_eq!(c.recv().await, json!({"type": "pong", "ref": r}));
 }
 
+/// Frames the hub refuses before parsing them still get their `ref` back,
+/// so a client can tell which command failed.
+#[actix_web::test]
+async fn errors_for_unparsed_frames_carry_the_ref() {
+    let app = spawn_with(|c| {
+        c.command_rate = 1;
+        c.command_burst = 3;
+    })
+    .await;
+    let mut c = app.connect("alice", &["demo"]).await;
+    c.send_text(r#"{"type":"ping","ref":41,"#).await;
+    let f = c.recv().await;
+    assert_eq!(
+        (f["ref"].as_i64(), f["code"].as_str()),
+        (Some(41), Some("bad_request"))
+    );
+    let pad = "x".repeat(70 * 1024);
+    c.send_text(format!(r#"{{"type":"ping","ref":42,"pad":"{pad}"}}"#))
+        .await;
+    let f = c.recv().await;
+    assert_eq!(
+        (f["ref"].as_i64(), f["code"].as_str()),
+        (Some(42), Some("too_large"))
+    );
+    // Over the rate: every refused ping names itself.
+    let mut limited = Vec::new();
+    for r in 100..110 {
+        c.send_json(json!({"type": "ping", "ref": r})).await;
+    }
+    for _ in 100..110 {
+        let f = c.recv().await;
+        if f["code"] == "rate_limited" {
+            limited.push(f["ref"].as_i64().expect("rate_limited without ref"));
+        }
+    }
+    assert!(!limited.is_empty(), "nothing was rate limited");
+    assert!(
+        limited.iter().all(|r| (100..110).contains(r)),
+        "{limited:?}"
+    );
+}
+
 #[actix_web::test]
 async fn internal_error_when_the_database_breaks() {
     let app = spawn_app().await;
