@@ -2,7 +2,6 @@
 //! polling fallback) and a recoverable channel's history, with long-poll.
 
 use super::request::reader;
-use crate::auth::Claims;
 use crate::db::history;
 use crate::error::HubError;
 use crate::presence;
@@ -16,14 +15,22 @@ use serde::Deserialize;
 use serde_json::json;
 use std::time::Duration;
 
-fn readable_scope(claims: &Claims, scope: &str) -> Result<(), HubError> {
-    if !valid_scope(scope) {
+/// Authenticates a read of `scope`'s stats or presence and returns the scope.
+fn readable_scope(
+    req: &HttpRequest,
+    state: &AppState,
+    scope: web::Path<String>,
+) -> Result<String, HubError> {
+    let claims = reader(req, state)?;
+    let scope = scope.into_inner();
+    if !valid_scope(&scope) {
         return Err(HubError::BadRequest(format!(
             "malformed scope '{}'",
             scope.chars().take(80).collect::<String>()
         )));
     }
-    claims.may_read(&Channel::Stats(scope.to_string()))
+    claims.may_read(&Channel::Stats(scope.clone()))?;
+    Ok(scope)
 }
 
 pub async fn stats(
@@ -31,16 +38,9 @@ pub async fn stats(
     scope: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, HubError> {
-    let claims = reader(&req, &state)?;
-    readable_scope(&claims, &scope)?;
+    let scope = readable_scope(&req, &state, scope)?;
     let (reply, done) = tokio::sync::oneshot::channel();
-    state
-        .stats
-        .send(GetStats {
-            scope: scope.into_inner(),
-            reply,
-        })
-        .await?;
+    state.stats.send(GetStats { scope, reply }).await?;
     let snap = done.await.map_err(HubError::internal)??;
     let mut body = snap.stats.clone();
     body["version"] = snap.version.into();
@@ -52,14 +52,8 @@ pub async fn presence(
     scope: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, HubError> {
-    let claims = reader(&req, &state)?;
-    readable_scope(&claims, &scope)?;
-    let (count, users) = state
-        .presence
-        .send(presence::Snapshot {
-            scope: scope.into_inner(),
-        })
-        .await?;
+    let scope = readable_scope(&req, &state, scope)?;
+    let (count, users) = state.presence.send(presence::Snapshot { scope }).await?;
     Ok(HttpResponse::Ok().json(json!({"count": count, "users": users})))
 }
 
