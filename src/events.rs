@@ -111,14 +111,13 @@ pub fn validate_batch(body: &Value) -> Result<Vec<NewEvent>, HubError> {
     let mut details = Vec::new();
     let mut events = Vec::with_capacity(items.len());
     for (index, item) in items.iter().enumerate() {
-        let mut problems = Vec::new();
-        let event = validate_event(item, now, &mut problems);
-        details.extend(problems.into_iter().map(|(field, message)| Detail {
-            index: (!single).then_some(index),
-            field,
-            message,
-        }));
-        events.extend(event);
+        match validate_event(item, now) {
+            Ok(event) => events.push(event),
+            Err(problems) => details.extend(problems.into_iter().map(|d| Detail {
+                index: (!single).then_some(index),
+                ..d
+            })),
+        }
     }
     if details.is_empty() {
         Ok(events)
@@ -132,7 +131,25 @@ pub fn validate_batch(body: &Value) -> Result<Vec<NewEvent>, HubError> {
 
 type Problems = Vec<(String, String)>;
 
-fn validate_event(item: &Value, now: DateTime<Utc>, problems: &mut Problems) -> Option<NewEvent> {
+/// Validates one event as `POST /api/events` validates each item of its
+/// body (an event without `at` gets `now`). On failure, every problem, one
+/// [`Detail`] per field at fault (`index` unset: the caller knows where the
+/// item came from). Every source validates with this.
+pub fn validate_event(item: &Value, now: DateTime<Utc>) -> Result<NewEvent, Vec<Detail>> {
+    let mut problems = Problems::new();
+    check_event(item, now, &mut problems).ok_or_else(|| {
+        problems
+            .into_iter()
+            .map(|(field, message)| Detail {
+                index: None,
+                field,
+                message,
+            })
+            .collect()
+    })
+}
+
+fn check_event(item: &Value, now: DateTime<Utc>, problems: &mut Problems) -> Option<NewEvent> {
     let Some(obj) = item.as_object() else {
         problems.push(("".into(), "an event must be a JSON object".into()));
         return None;

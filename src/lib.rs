@@ -18,6 +18,7 @@ pub mod protocol;
 pub mod replay;
 pub mod routes;
 pub mod session;
+pub mod source;
 pub mod startup;
 pub mod state;
 pub mod stats;

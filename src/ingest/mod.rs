@@ -1,16 +1,17 @@
 //! The write path: from an accepted batch to its group commit and its
-//! publish. Every source of events (today `POST /api/events`; the bus
-//! consumers plug in here) sends the same [`Ingest`] message.
+//! publish. Every source of events (`POST /api/events`, the bus consumers of
+//! [`crate::source`]) sends the same [`Ingest`] message.
 //!
 //! Contract:
 //! - Validated events and notifications queue in the [`Committer`] actor
 //!   ([`queue`]); one transaction at a time takes everything queued (up to
 //!   `batch_max` events) and stores it with gapless offsets
 //!   ([`crate::db::commit`]).
-//! - Only after the commit are the requests answered (`accepted` counts
-//!   newly stored events, `duplicates` the rest) and the `event` and
-//!   `notification` frames published, in offset order, through the broker;
-//!   the scopes that changed are reported to [`crate::stats`].
+//! - Only after the commit are the requests answered ([`Stored`]: per
+//!   event, in input order, its feed offset or that it was a duplicate) and
+//!   the `event` and `notification` frames published, in offset order,
+//!   through the broker; the scopes that changed are reported to
+//!   [`crate::stats`].
 //! - A full queue, a stopping hub or a failed commit answers `unavailable`
 //!   (HTTP 503 with Retry-After) and stores nothing of that batch.
 //! - [`Drain`] (graceful stop) refuses new work and replies once everything
@@ -27,7 +28,7 @@ use crate::metrics::Metrics;
 use crate::protocol::Channel;
 use crate::stats::Committed;
 use actix::prelude::*;
-pub use queue::{Accepted, Notified, Reply};
+pub use queue::{Accepted, Notified, Outcome, Reply, Stored};
 use queue::{Batch, Job, Queue, Waiting};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -39,7 +40,7 @@ use tokio::sync::oneshot;
 #[rtype(result = "()")]
 pub struct Ingest {
     pub events: Vec<NewEvent>,
-    pub reply: Reply<Accepted>,
+    pub reply: Reply<Stored>,
 }
 
 /// Store and send a notification; the reply comes after the commit.
@@ -231,11 +232,12 @@ impl Committer {
         for job in waiting {
             match job {
                 Waiting::Events(n, reply) => {
-                    let accepted = offsets.by_ref().take(n).filter(|o| o.is_some()).count();
-                    let _ = reply.send(Ok(Accepted {
-                        accepted,
-                        duplicates: n - accepted,
-                    }));
+                    let outcomes = offsets
+                        .by_ref()
+                        .take(n)
+                        .map(|o| o.map_or(Outcome::Duplicate, Outcome::Stored))
+                        .collect();
+                    let _ = reply.send(Ok(Stored(outcomes)));
                 }
                 Waiting::Note(reply) => {
                     if let Some(n) = notified.next() {

@@ -18,6 +18,35 @@ use tokio::sync::oneshot;
 /// Where a job's result goes.
 pub type Reply<T> = oneshot::Sender<Result<T, HubError>>;
 
+/// What became of one event of an `Ingest`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Newly stored, at this offset of its scope's feed.
+    Stored(i64),
+    /// Its key was seen before in its scope (or earlier in the batch): not
+    /// stored again.
+    Duplicate,
+}
+
+/// The reply to an `Ingest`: per event, in input order, what became of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored(pub Vec<Outcome>);
+
+impl Stored {
+    /// The counts `POST /api/events` answers.
+    pub fn accepted(&self) -> Accepted {
+        let accepted = self
+            .0
+            .iter()
+            .filter(|o| matches!(o, Outcome::Stored(_)))
+            .count();
+        Accepted {
+            accepted,
+            duplicates: self.0.len() - accepted,
+        }
+    }
+}
+
 /// Result of storing events (`POST /api/events` answers it as JSON).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Accepted {
@@ -34,7 +63,7 @@ pub struct Notified {
 
 /// Work for the group commit, with where to send its result.
 pub enum Job {
-    Events(Vec<NewEvent>, Reply<Accepted>),
+    Events(Vec<NewEvent>, Reply<Stored>),
     Note(NewNotification, Reply<Notified>),
 }
 
@@ -58,7 +87,7 @@ impl Job {
 /// A job whose contents went into a commit: what its reply needs.
 pub enum Waiting {
     /// How many of the batch's events were this job's.
-    Events(usize, Reply<Accepted>),
+    Events(usize, Reply<Stored>),
     Note(Reply<Notified>),
 }
 
