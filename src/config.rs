@@ -16,6 +16,15 @@ pub enum LogFormat {
     Json,
 }
 
+/// Where a new Redis Streams consumer group starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StreamStart {
+    /// Entries added after the group is created (`$`).
+    New,
+    /// Every entry the stream holds (`0`).
+    All,
+}
+
 /// Secrets used when the hub runs in demo mode and none were given.
 pub const DEMO_JWT_SECRET: &str = "pulsehub-demo-secret-change-me";
 /// See [`DEMO_JWT_SECRET`].
@@ -153,6 +162,56 @@ pub struct Config {
     #[arg(long, env = "PULSEHUB_BATCH_MAX", default_value_t = 5000)]
     pub batch_max: usize,
 
+    /// Mapping file (TOML) saying how the messages of each bus topic or
+    /// stream become events (README, "Consume your event bus"). Unset:
+    /// every message must already be in the hub's event shape.
+    #[arg(long, env = "PULSEHUB_MAPPING_FILE")]
+    pub mapping_file: Option<String>,
+
+    /// Redis Streams to consume (comma-separated stream keys). Empty: none.
+    #[arg(long, env = "PULSEHUB_REDIS_STREAMS", value_delimiter = ',')]
+    pub redis_streams: Vec<String>,
+
+    /// Redis that holds the streams (default: `REDIS_URL`, the fan-out Redis).
+    #[arg(long, env = "PULSEHUB_REDIS_STREAMS_URL")]
+    pub redis_streams_url: Option<String>,
+
+    /// Consumer group that all replicas share (created if missing).
+    #[arg(long, env = "PULSEHUB_REDIS_STREAMS_GROUP", default_value = "pulsehub")]
+    pub redis_streams_group: String,
+
+    /// Entry field that holds the message as JSON; `*`: the entry's fields
+    /// themselves are the message (values as strings).
+    #[arg(long, env = "PULSEHUB_REDIS_STREAMS_FIELD", default_value = "data")]
+    pub redis_streams_field: String,
+
+    /// Where a group that pulsehub creates starts: `new` (entries added from
+    /// then on) or `all` (the stream's whole history too).
+    #[arg(long, env = "PULSEHUB_REDIS_STREAMS_START", value_enum, default_value_t = StreamStart::New)]
+    pub redis_streams_start: StreamStart,
+
+    /// Dead-letter stream of refused entries (`{stream}`: the stream's key).
+    #[arg(
+        long,
+        env = "PULSEHUB_REDIS_STREAMS_DEAD_LETTER",
+        default_value = "{stream}.dlq"
+    )]
+    pub redis_streams_dead_letter: String,
+
+    /// Entries read (and committed together) at most per `XREADGROUP`
+    /// (never more than `PULSEHUB_INGEST_QUEUE`).
+    #[arg(long, env = "PULSEHUB_REDIS_STREAMS_BATCH", default_value_t = 500)]
+    pub redis_streams_batch: usize,
+
+    /// Entries delivered to a consumer and unacknowledged for this long (it
+    /// died) are claimed by another (`XAUTOCLAIM`).
+    #[arg(
+        long,
+        env = "PULSEHUB_REDIS_STREAMS_CLAIM_IDLE_MS",
+        default_value_t = 30_000
+    )]
+    pub redis_streams_claim_idle_ms: u64,
+
     /// Browser origins allowed to open `/ws` and call the API (comma-separated,
     /// e.g. `https://app.example.com`; `*`: any). Listed origins also get CORS
     /// headers on the HTTP API. Empty: no Origin check and no CORS headers.
@@ -215,7 +274,64 @@ impl Config {
         }
         self.allowed_origins
             .iter()
-            .try_for_each(|o| crate::origin::validate(o))
+            .try_for_each(|o| crate::origin::validate(o))?;
+        self.validate_streams()
+    }
+
+    /// The Redis Streams in force (blank and repeated names dropped).
+    pub fn streams(&self) -> Vec<String> {
+        let mut streams: Vec<String> = Vec::new();
+        for s in self.redis_streams.iter().map(|s| s.trim()) {
+            if !s.is_empty() && !streams.iter().any(|t| t == s) {
+                streams.push(s.to_string());
+            }
+        }
+        streams
+    }
+
+    /// The Redis that holds the streams: its own URL, else `REDIS_URL`.
+    pub fn streams_url(&self) -> Option<&str> {
+        non_empty(&self.redis_streams_url).or(non_empty(&self.redis_url))
+    }
+
+    /// The dead-letter stream of `stream`.
+    pub fn dead_letter_stream(&self, stream: &str) -> String {
+        self.redis_streams_dead_letter.replace("{stream}", stream)
+    }
+
+    fn validate_streams(&self) -> Result<(), String> {
+        let streams = self.streams();
+        if streams.is_empty() {
+            return Ok(());
+        }
+        if self.streams_url().is_none() {
+            return Err(
+                "PULSEHUB_REDIS_STREAMS needs PULSEHUB_REDIS_STREAMS_URL or REDIS_URL".into(),
+            );
+        }
+        if self.redis_streams_batch == 0 || self.redis_streams_claim_idle_ms == 0 {
+            return Err(
+                "PULSEHUB_REDIS_STREAMS_BATCH and PULSEHUB_REDIS_STREAMS_CLAIM_IDLE_MS must be positive"
+                    .into(),
+            );
+        }
+        if self.redis_streams_field.trim().is_empty() || self.redis_streams_group.trim().is_empty()
+        {
+            return Err(
+                "PULSEHUB_REDIS_STREAMS_FIELD and PULSEHUB_REDIS_STREAMS_GROUP must not be empty"
+                    .into(),
+            );
+        }
+        for s in &streams {
+            let dlq = self.dead_letter_stream(s);
+            if streams.contains(&dlq) {
+                return Err(format!(
+                    "the dead-letter stream of '{s}' is '{dlq}', which is consumed too \
+                     (PULSEHUB_REDIS_STREAMS_DEAD_LETTER)"
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// This replica's name.
@@ -285,6 +401,10 @@ impl std::fmt::Debug for Config {
             .field("bind", &self.bind)
             .field("database_url", &redact_url(&self.database_url))
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .field(
+                "redis_streams_url",
+                &self.redis_streams_url.as_deref().map(redact_url),
+            )
             .field("jwt_secret", &secret(&self.jwt_secret))
             .field("ingest_key", &secret(&self.ingest_key))
             .field("demo", &self.demo)

@@ -5,7 +5,9 @@
 //! state (sessions, subscriptions, broker up) are read when scraped.
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
@@ -29,8 +31,46 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
     pub stats_query_seconds: Histogram,
     pub delivery_seconds: Histogram,
+    pub source: SourceMetrics,
 }
 
+/// One stream (or topic) of a bus source: `source` is `redis_streams` or
+/// `kafka`, `stream` the stream key or topic.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StreamLabels {
+    pub source: String,
+    pub stream: String,
+}
+
+/// A dead-lettered message's stream and why (`decode::Reason` codes).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeadLetterLabels {
+    pub source: String,
+    pub stream: String,
+    pub reason: String,
+}
+
+/// What the bus sources (`crate::source`) report.
+pub struct SourceMetrics {
+    /// Messages handled and acknowledged upstream (stored, duplicate or
+    /// dead-lettered).
+    pub consumed: Family<StreamLabels, Counter>,
+    pub duplicates: Family<StreamLabels, Counter>,
+    pub dead_lettered: Family<DeadLetterLabels, Counter>,
+    /// Entries taken over from a consumer that stopped (`XAUTOCLAIM`).
+    pub claimed: Family<StreamLabels, Counter>,
+    /// Batches offered again because ingest answered `unavailable`.
+    pub retries: Family<StreamLabels, Counter>,
+    pub errors: Family<StreamLabels, Counter>,
+    /// Entries not yet delivered to the group.
+    pub lag: Family<StreamLabels, Gauge>,
+    /// Entries delivered to the group's consumers and not yet acknowledged.
+    pub pending: Family<StreamLabels, Gauge>,
+    pub up: Family<StreamLabels, Gauge>,
+    /// From a batch offered to ingest until its commit answered (queue wait
+    /// and backpressure included).
+    pub commit_seconds: Histogram,
+}
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -82,7 +122,16 @@ impl Metrics {
                 "delivery_seconds",
                 "From the hub handing frames to a session until they are written to its socket buffer",
             ),
+            source: SourceMetrics::register(&mut r),
             registry: r,
+        }
+    }
+
+    /// Labels of one stream of a source.
+    pub fn stream(source: &str, stream: &str) -> StreamLabels {
+        StreamLabels {
+            source: source.into(),
+            stream: stream.into(),
         }
     }
 
@@ -92,6 +141,45 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
+    }
+}
+
+impl SourceMetrics {
+    fn register(r: &mut Registry) -> Self {
+        let counters = |r: &mut Registry, name: &str, help: &str| {
+            let f = Family::<StreamLabels, Counter>::default();
+            r.register(name, help, f.clone());
+            f
+        };
+        let gauges = |r: &mut Registry, name: &str, help: &str| {
+            let f = Family::<StreamLabels, Gauge>::default();
+            r.register(name, help, f.clone());
+            f
+        };
+        let dead_lettered = Family::<DeadLetterLabels, Counter>::default();
+        r.register(
+            "source_dead_lettered",
+            "Bus messages refused and sent to the dead-letter stream, by reason",
+            dead_lettered.clone(),
+        );
+        let commit_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        r.register(
+            "source_commit_seconds",
+            "From a bus batch offered to ingest until its commit answered",
+            commit_seconds.clone(),
+        );
+        SourceMetrics {
+            consumed: counters(r, "source_messages", "Bus messages handled and acknowledged upstream (stored, duplicate or dead-lettered)"),
+            duplicates: counters(r, "source_duplicates", "Bus messages whose key was stored before (redeliveries): not stored again"),
+            dead_lettered,
+            claimed: counters(r, "source_claimed", "Pending entries taken over from a consumer that stopped"),
+            retries: counters(r, "source_retries", "Bus batches offered again because ingest was unavailable (backpressure)"),
+            errors: counters(r, "source_errors", "Bus connection and command errors"),
+            lag: gauges(r, "source_lag", "Entries of the stream not yet delivered to the group"),
+            pending: gauges(r, "source_pending", "Entries delivered to the group and not yet acknowledged"),
+            up: gauges(r, "source_up", "1 when the source's stream is connected, 0 when down"),
+            commit_seconds,
+        }
     }
 }
 

@@ -17,6 +17,7 @@ use crate::ingest::{self, Committer};
 use crate::metrics::Metrics;
 use crate::origin::{self, AllowedOrigins};
 use crate::presence::{self, PresenceHub};
+use crate::source::Sources;
 use crate::state::{AppState, ConnFd};
 use crate::stats::{self, StatsAggregator};
 use actix::prelude::*;
@@ -49,6 +50,8 @@ impl Application {
     /// Prepares the database, starts the actors and binds the listener.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         config.validate().map_err(anyhow::Error::msg)?;
+        // A mistake in the mapping file stops the start before anything runs.
+        let sources = Sources::prepare(&config)?;
         db::prepare(&config.database_url).await?;
         let pool = db::pool(&config.database_url, config.db_pool)?;
         let listener =
@@ -118,6 +121,14 @@ impl Application {
             },
         ));
 
+        let stopping = tokio::sync::watch::Sender::new(false);
+        let sources = sources.start(
+            &config,
+            &instance,
+            ingest.clone().recipient(),
+            metrics.clone(),
+            stopping.subscribe(),
+        )?;
         let state = web::Data::new(AppState {
             instance,
             tokens: TokenKeys::new(config.jwt_secret().unwrap_or_default()),
@@ -130,7 +141,8 @@ impl Application {
             stats: aggregator,
             broker,
             metrics,
-            stopping: tokio::sync::watch::Sender::new(false),
+            sources,
+            stopping,
             config: config.clone(),
         });
         let data = state.clone();
@@ -215,9 +227,11 @@ impl Stopper {
         let state = &self.state;
         self.server.pause().await;
         state.stopping.send_replace(true);
+        let limit = Duration::from_secs(state.config.shutdown_secs);
+        // The bus sources commit and acknowledge the batch in hand first.
+        state.sources.stopped(limit).await;
         let (done, drained) = tokio::sync::oneshot::channel();
         state.ingest.do_send(ingest::Drain { done });
-        let limit = Duration::from_secs(state.config.shutdown_secs);
         if tokio::time::timeout(limit, drained).await.is_err() {
             tracing::error!("ingest queue not drained in time");
         }

@@ -14,6 +14,7 @@ use crate::hub::Hub;
 use crate::ingest::Committer;
 use crate::metrics::Metrics;
 use crate::presence::PresenceHub;
+use crate::source::Sources;
 use crate::stats::StatsAggregator;
 use actix::Addr;
 use std::os::fd::RawFd;
@@ -32,6 +33,8 @@ pub struct AppState {
     pub stats: Addr<StatsAggregator>,
     pub broker: Arc<dyn Broker>,
     pub metrics: Arc<Metrics>,
+    /// The bus consumers (their health for `/ready`).
+    pub sources: Sources,
     /// Becomes `true` when a graceful stop begins: long-polls answer at once.
     pub stopping: tokio::sync::watch::Sender<bool>,
 }

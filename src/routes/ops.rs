@@ -27,11 +27,19 @@ pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
         Health::Up => "up".to_string(),
         Health::Down(why) => format!("down: {why}"),
     };
-    let ok = postgres == "up" && broker == "up";
+    let mut components = serde_json::Map::new();
+    components.insert("postgres".into(), postgres.into());
+    components.insert(state.broker.name().into(), broker.into());
+    // Each configured bus stream, e.g. "redis_streams:orders".
+    for (name, down) in state.sources.health.snapshot() {
+        let status = down.map_or_else(|| "up".to_string(), |why| format!("down: {why}"));
+        components.insert(name, status.into());
+    }
+    let ok = components.values().all(|s| s == "up");
     let body = json!({
         "status": if ok { "ready" } else { "unavailable" },
         "instance": state.instance,
-        "components": {"postgres": postgres, state.broker.name(): broker},
+        "components": components,
     });
     if ok {
         HttpResponse::Ok().json(body)
