@@ -2,6 +2,7 @@
 
 mod abuse;
 mod access;
+mod bus;
 mod cluster;
 mod dashboard;
 mod helpers;

@@ -9,7 +9,9 @@
 //! - `raw_ws`: the load generator's client read by hand (no automatic pongs);
 //! - `hub_process`: [`HubProcess`], the `pulsehub` binary as a child;
 //! - `redis`: the shared Redis and [`PrivateRedis`];
-//! - `feed`: event batches, frame offsets, the nothing-stored check.
+//! - `feed`: event batches, frame offsets, the nothing-stored check;
+//! - `streams`: [`TestStreams`], Redis stream keys of a test's own, and the
+//!   hub's feed and metrics read back.
 
 mod app;
 mod config;
@@ -18,6 +20,7 @@ mod feed;
 mod hub_process;
 mod raw_ws;
 mod redis;
+mod streams;
 mod ws;
 
 pub use app::*;
@@ -27,4 +30,5 @@ pub use feed::*;
 pub use hub_process::*;
 pub use raw_ws::*;
 pub use redis::*;
+pub use streams::*;
 pub use ws::*;

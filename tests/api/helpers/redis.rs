@@ -17,7 +17,11 @@ pub struct PrivateRedis {
 
 impl PrivateRedis {
     pub fn start() -> PrivateRedis {
-        let port = free_port();
+        PrivateRedis::start_on(free_port())
+    }
+
+    /// On a given (free) port, e.g. one a hub was told to use before.
+    pub fn start_on(port: u16) -> PrivateRedis {
         let mut r = PrivateRedis { port, child: None };
         r.restart();
         r
