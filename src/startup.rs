@@ -228,11 +228,12 @@ impl Stopper {
         self.server.pause().await;
         state.stopping.send_replace(true);
         let limit = Duration::from_secs(state.config.shutdown_secs);
+        let deadline = tokio::time::Instant::now() + limit;
         // The bus sources commit and acknowledge the batch in hand first.
         state.sources.stopped(limit).await;
         let (done, drained) = tokio::sync::oneshot::channel();
         state.ingest.do_send(ingest::Drain { done });
-        if tokio::time::timeout(limit, drained).await.is_err() {
+        if tokio::time::timeout_at(deadline, drained).await.is_err() {
             tracing::error!("ingest queue not drained in time");
         }
         let closed = state.hub.send(crate::hub::Shutdown).await.unwrap_or(0);

@@ -65,6 +65,11 @@ impl Decoder {
         Decoder { mapping }
     }
 
+    /// Whether the mapping has a rule for `origin`.
+    pub fn maps(&self, origin: &str) -> bool {
+        self.mapping.names().any(|n| n == origin)
+    }
+
     /// One message's bytes from `origin` (a topic or stream); `key`: the
     /// idempotency key its coordinates give, used when it names none.
     pub fn decode(

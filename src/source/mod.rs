@@ -69,6 +69,12 @@ impl Sources {
     ) -> anyhow::Result<Sources> {
         let mut tasks = Vec::new();
         if let Some(settings) = redis_streams::Settings::from_config(config, instance) {
+            for s in settings.streams.iter().filter(|s| !self.decoder.maps(s)) {
+                tracing::info!(
+                    stream = %s,
+                    "no mapping rule for this stream: its messages must be in the hub's event shape"
+                );
+            }
             tasks.extend(redis_streams::start(
                 settings,
                 redis_streams::Shared {

@@ -458,3 +458,24 @@ async fn ready_names_a_stream_whose_redis_is_down_and_consumption_resumes() {
     let feed = app.feed_reaches(scope, 1, "after Redis came up").await;
     assert_eq!(actors(&feed), users(0..1));
 }
+
+#[actix_web::test]
+async fn with_field_star_an_entrys_own_fields_are_the_message() {
+    let mut streams = TestStreams::new().await;
+    let stream = streams.key("flat");
+    let scope = "evt_flat";
+    let app = spawn_with(|c| {
+        streams.consume(c, &stream);
+        c.redis_streams_field = "*".into();
+    })
+    .await;
+    app.wait_ready().await;
+    streams
+        .add_fields(
+            &stream,
+            &[("type", b"QUESTION_ASKED"), ("eventId", scope.as_bytes())],
+        )
+        .await;
+    let feed = app.feed_reaches(scope, 1, "a flat entry").await;
+    assert_eq!(feed[0]["event"]["kind"], "question.asked");
+}
