@@ -18,6 +18,9 @@ const isObject = (v) => typeof v === 'object' && v !== null && !Array.isArray(v)
  * @returns {string[]}
  */
 export function changedPointers(before, after, at = '', out = []) {
+  // A subtree that appeared or went away: its leaves.
+  if (isObject(before) && after === undefined) after = {};
+  if (isObject(after) && before === undefined) before = {};
   if (isObject(before) && isObject(after)) {
     const keys = new Set([...Object.keys(before), ...Object.keys(after)]);
     for (const key of [...keys].sort()) changedPointers(before[key], after[key], `${at}/${escape(key)}`, out);
