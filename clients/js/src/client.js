@@ -1068,9 +1068,9 @@ export class PulseClient extends Emitter {
     this._report(error);
     const exp = tokenExpiry(this._token);
     const left = exp === null ? 0 : exp - Date.now();
-    if (left > 2000) {
+    if (left > 0) {
       // Try again while the current token still works.
-      this._timers.set('refresh', Math.min(5000, left / 2), () => {
+      this._timers.set('refresh', Math.max(500, Math.min(5000, left / 2)), () => {
         this._refresh('expiring').catch((e) => this._refreshFailed(e));
       });
       return;

@@ -150,7 +150,10 @@ export class Hub {
   async stop() {
     if (!this.proc || this.proc.exitCode !== null || this.proc.signalCode !== null) return;
     this.proc.kill('SIGTERM');
-    const done = await Promise.race([this.exited, sleep(15_000).then(() => null)]);
+    // (A timer that is cleared: a pending 15 s sleep would hold the test process.)
+    let timer;
+    const done = await Promise.race([this.exited, new Promise((r) => (timer = setTimeout(() => r(null), 15_000)))]);
+    clearTimeout(timer);
     if (!done) {
       this.proc.kill('SIGKILL');
       await this.exited;

@@ -4,7 +4,8 @@
 //   mode "pass"       → HTTP and WebSocket upgrades are forwarded
 //   mode "no-upgrade" → HTTP is forwarded, upgrades get 403
 //   mode "down"       → every connection is reset
-// `cut()` drops every open connection (the hub never sees a close frame).
+// `cut()` drops every open connection (the hub never sees a close frame);
+// `stalled = true` drops what WebSocket clients send (a link that died).
 
 import http from 'node:http';
 import net from 'node:net';
@@ -23,6 +24,7 @@ export class Proxy {
     this.mode = mode;
     this.sockets = new Set();
     this.upgrades = 0;
+    this.stalled = false;
     this.requests = [];
     this.server = http.createServer((req, res) => this.forward(req, res));
     this.server.keepAliveTimeout = 1000;
@@ -73,7 +75,10 @@ export class Proxy {
       upstream.write(`${lines.join('\r\n')}\r\n\r\n`);
       if (head.length) upstream.write(head);
       upstream.pipe(socket);
-      socket.pipe(upstream);
+      // Not `pipe`: while `stalled`, what the client sends is dropped.
+      socket.on('data', (data) => {
+        if (!this.stalled) upstream.write(data);
+      });
     });
     this.track(upstream);
     upstream.on('close', () => socket.destroy());
