@@ -639,6 +639,8 @@ export class PulseClient extends Emitter {
     const queued = this._queue;
     this._queue = [];
     for (const entry of queued) if (this._pending.has(entry.ref)) this._transmit(entry);
+    // A first ping at once, so the round-trip time is known from the start.
+    if (this._opts.pingIntervalMs > 0) this._keepalive();
     this._startPing();
     this._scheduleRefresh();
   }
@@ -833,7 +835,7 @@ export class PulseClient extends Emitter {
   }
 
   _startPing() {
-    this._stopPing();
+    this._timers.clear('ping');
     if (this._opts.pingIntervalMs <= 0) return;
     this._timers.set('ping', this._opts.pingIntervalMs, () => {
       this._keepalive();

@@ -239,8 +239,9 @@ test('a refused subscription rejects `ready` with the PulseError of its ref', as
 test('commands resolve with their reply and reject with the hub code and ref', async () => {
   const sent = [];
   const { spyingWebSocket } = await import('./lib/client.mjs');
-  const client = connect(hub.wsUrl, { token: mintToken(), WebSocket: spyingWebSocket(sent) });
+  const client = connect(hub.wsUrl, { token: mintToken(), WebSocket: spyingWebSocket(sent), pingIntervalMs: 0 });
   try {
+    // Issued before `welcome`: waits for the connection.
     const pong = await client.command({ type: 'ping' });
     assert.equal(pong.type, 'pong');
     assert.equal(pong.ref, sent.at(-1).ref);

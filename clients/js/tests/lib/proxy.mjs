@@ -13,7 +13,7 @@ import net from 'node:net';
 export class Proxy {
   /** @param {number} targetPort */
   static async start(targetPort, mode = 'pass') {
-    const proxy = new Proxy(targetPort, mode);
+    const proxy = new this(targetPort, mode);
     await new Promise((r) => proxy.server.listen(0, '127.0.0.1', r));
     proxy.port = proxy.server.address().port;
     return proxy;
