@@ -7,7 +7,8 @@
 # installed with apt-get when missing, the npm packages with `npm ci`).
 # DATABASE_URL defaults to the local server's `postgres` database; the tests
 # create their own databases from it. Exits non-zero when either part fails.
-# PULSEHUB_E2E=0 skips the browser tests. Used by CI (.ci/run).
+# PULSEHUB_E2E=0 skips the browser tests, PULSEHUB_CLIENTS=0 the JS client tests
+# (clients/js, node --test against the hub). Used by CI (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/services.sh
@@ -61,6 +62,22 @@ run_e2e() {
     return "$rc"
 }
 
+# The JS client's tests (clients/js: node --test against the debug hub),
+# after `npm ci` when its lock changed. PULSEHUB_CLIENTS=0 skips them.
+run_clients() {
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        _svc_apt_install nodejs npm || return
+    fi
+    local lock=clients/js/package-lock.json installed=clients/js/node_modules/.package-lock.json
+    if [[ ! -f $installed || $lock -nt $installed ]]; then
+        echo "test.sh: npm ci in clients/js ..."
+        (cd clients/js && npm ci --no-audit --no-fund --loglevel=error) || return
+    fi
+    cargo build -p pulsehub --bin pulsehub || return
+    echo "test.sh: clients/js"
+    (cd clients/js && npm test) # the hub: PULSEHUB_BIN, default target/debug/pulsehub
+}
+
 start=$SECONDS
 
 scripts/services.sh postgres redis
@@ -79,6 +96,15 @@ if [[ ${PULSEHUB_E2E:-1} != 0 ]]; then
     if ((e2e != 0)); then
         echo "test.sh: browser end-to-end tests FAILED (exit code $e2e)" >&2
         ((status != 0)) || status=$e2e
+    fi
+fi
+
+if [[ ${PULSEHUB_CLIENTS:-1} != 0 ]]; then
+    clients=0
+    run_clients || clients=$?
+    if ((clients != 0)); then
+        echo "test.sh: client tests (clients/js) FAILED (exit code $clients)" >&2
+        ((status != 0)) || status=$clients
     fi
 fi
 

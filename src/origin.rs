@@ -56,10 +56,10 @@ impl AllowedOrigins {
     }
 }
 
-/// The dashboard's page and assets are public and served to any origin
-/// (module scripts are fetched with an `Origin` header).
+/// The dashboard's page and assets and the client SDK are public and served
+/// to any origin (module scripts are fetched with an `Origin` header).
 fn is_dashboard(path: &str) -> bool {
-    path == "/" || path.starts_with("/static/")
+    path == "/" || path.starts_with("/static/") || path.starts_with("/sdk/")
 }
 
 /// Middleware: 403 for a browser request from an origin that is not allowed.

@@ -8,6 +8,7 @@
 //! lets the server finish.
 
 use crate::auth::TokenKeys;
+use crate::broker::presence::PresenceManager;
 use crate::broker::{memory::InMemoryBroker, redis::RedisBroker, Broker, Inbound};
 use crate::config::Config;
 use crate::connections::UserConnections;
@@ -58,8 +59,9 @@ impl Application {
             TcpListener::bind(&config.bind).with_context(|| format!("binding {}", config.bind))?;
         let port = listener.local_addr()?.port();
 
-        // Actors' addresses exist before the actors, so the broker (which
-        // delivers to them) can be built first and handed to everyone.
+        // Actors' addresses exist before the actors, so the broker and the
+        // presence manager (which deliver to them) can be built first and
+        // handed to everyone. One value is both.
         let hub_ctx = Context::<Hub>::new();
         let presence_ctx = Context::<PresenceHub>::new();
         let stats_ctx = Context::<StatsAggregator>::new();
@@ -69,18 +71,25 @@ impl Application {
             hub: hub_ctx.address().recipient(),
             resync: hub_ctx.address().recipient(),
             presence: presence_ctx.address().recipient(),
-            stats: stats_ctx.address().recipient(),
+            notices: stats_ctx.address().recipient(),
         };
-        let broker: Arc<dyn Broker> = match &config.redis_url {
-            Some(url) => Arc::new(RedisBroker::start(
-                url,
-                &config.redis_prefix,
-                &instance,
-                inbound,
-                metrics.clone(),
-            )?),
-            None => Arc::new(InMemoryBroker::new(inbound.hub)),
-        };
+        let (broker, replicas): (Arc<dyn Broker>, Arc<dyn PresenceManager>) =
+            match &config.redis_url {
+                Some(url) => {
+                    let redis = Arc::new(RedisBroker::start(
+                        url,
+                        &config.redis_prefix,
+                        &instance,
+                        inbound,
+                        metrics.clone(),
+                    )?);
+                    (redis.clone(), redis)
+                }
+                None => {
+                    let memory = Arc::new(InMemoryBroker::new(inbound.hub));
+                    (memory.clone(), memory)
+                }
+            };
         let aggregator = stats_ctx.run(StatsAggregator::new(
             pool.clone(),
             broker.clone(),
@@ -111,8 +120,8 @@ impl Application {
             Duration::from_millis(config.coalesce_ms),
         ));
         let presence = presence_ctx.run(PresenceHub::new(
-            hub.clone().recipient(),
             broker.clone(),
+            replicas,
             aggregator.clone().recipient(),
             presence::Timers {
                 grace: config.presence_grace(),

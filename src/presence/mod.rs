@@ -2,24 +2,29 @@
 //!
 //! Sessions report entering and leaving scopes and their activity; the local
 //! [`registry::Registry`] keeps this replica's sessions (with the leave grace
-//! and idle marking). Each local change is gossiped to the other replicas,
-//! and a full snapshot every third of the TTL; [`cluster::Cluster`] keeps
-//! theirs and forgets a replica not heard from for the TTL. The merged view
-//! decides what clients see: `join` on a user's first session anywhere,
-//! `leave` when the last one is gone everywhere, `update` otherwise.
+//! and idle marking). Each local change is shared with the other replicas
+//! through the [`PresenceManager`], and the whole local view every third of
+//! the TTL and whenever a replica asks; [`cluster::Cluster`] keeps theirs
+//! ([`RemotePresence`]) and forgets a replica not heard from for the TTL.
+//! The merged view decides what clients see: `join` on a user's first
+//! session anywhere, `leave` when the last one is gone everywhere, `update`
+//! otherwise.
 //!
-//! Every replica computes the same merged view, so presence frames go to
-//! local subscribers only (not through the broker). Each carries a per-scope
-//! sequence number (`Outbound::seq`) so a subscribing session can drop diffs
-//! already contained in its `sync`. User counts go to the stats aggregator.
+//! Every replica computes the same merged view, so presence frames are
+//! published through [`Broker::publish`] like every other frame, on
+//! `presence:{scope}`, a channel that is not relayed: they reach local
+//! subscribers only. Each carries a per-scope sequence number
+//! (`Outbound::seq`) so a subscribing session can drop diffs already
+//! contained in its `sync`. User counts go to the stats aggregator.
 
 pub mod cluster;
 pub mod registry;
 #[cfg(test)]
 mod registry_props;
 
-use crate::broker::{Broker, FromReplica, Gossip};
-use crate::frame::{Outbound, Publish};
+use crate::broker::presence::{PresenceManager, RemotePresence};
+use crate::broker::Broker;
+use crate::frame::Outbound;
 use crate::hub::SessionId;
 use crate::protocol::{encode, Channel, PresenceOp, PresenceUser, ServerFrame, UserRef};
 use crate::stats::Online;
@@ -90,16 +95,18 @@ pub struct PresenceHub {
     /// The merged view clients have been told about: scope → user → state.
     view: HashMap<String, BTreeMap<String, PresenceUser>>,
     seqs: HashMap<String, i64>,
-    hub: Recipient<Publish>,
+    /// Where the frames go (to local subscribers only: not relayed).
     broker: Arc<dyn Broker>,
+    /// Where this replica's presence goes (the other replicas).
+    replicas: Arc<dyn PresenceManager>,
     stats: Recipient<Online>,
     timers: Timers,
 }
 
 impl PresenceHub {
     pub fn new(
-        hub: Recipient<Publish>,
         broker: Arc<dyn Broker>,
+        replicas: Arc<dyn PresenceManager>,
         stats: Recipient<Online>,
         timers: Timers,
     ) -> Self {
@@ -108,22 +115,19 @@ impl PresenceHub {
             cluster: Cluster::default(),
             view: HashMap::new(),
             seqs: HashMap::new(),
-            hub,
             broker,
+            replicas,
             stats,
             timers,
         }
     }
 
-    /// Local changes: gossip them, then show what they change.
+    /// Local changes: share them, then show what they change.
     fn local(&mut self, changes: Vec<Change>) {
         let touched: Touched = changes.into_iter().map(|c| (c.scope, c.user.id)).collect();
         for (scope, id) in &touched {
-            self.broker.gossip(Gossip::User {
-                scope: scope.clone(),
-                id: id.clone(),
-                user: self.registry.user(scope, id),
-            });
+            let user = self.registry.user(scope, id);
+            self.replicas.share_user(scope.clone(), id.clone(), user);
         }
         self.show(touched);
     }
@@ -186,11 +190,8 @@ impl PresenceHub {
         });
         let seq = self.seqs.entry(scope.to_string()).or_insert(0);
         *seq += 1;
-        let frames = Arc::new([Outbound { seq: *seq, text }]);
-        self.hub.do_send(Publish {
-            channel: channel.into(),
-            frames,
-        });
+        self.broker
+            .publish(&channel, Arc::new([Outbound { seq: *seq, text }]));
     }
 
     fn users(&self, scope: &str) -> Vec<PresenceUser> {
@@ -200,10 +201,8 @@ impl PresenceHub {
             .unwrap_or_default()
     }
 
-    fn gossip_all(&self) {
-        self.broker.gossip(Gossip::Presence {
-            scopes: self.registry.all(),
-        });
+    fn share_view(&self) {
+        self.replicas.share_view(self.registry.all());
     }
 }
 
@@ -221,7 +220,7 @@ impl Actor for PresenceHub {
             let gone = act.cluster.expire(act.timers.ttl, now);
             act.show(gone);
         });
-        ctx.run_interval(self.timers.ttl / 3, |act, _| act.gossip_all());
+        ctx.run_interval(self.timers.ttl / 3, |act, _| act.share_view());
     }
 }
 
@@ -269,20 +268,22 @@ impl Handler<Activity> for PresenceHub {
     }
 }
 
-impl Handler<FromReplica> for PresenceHub {
+impl Handler<RemotePresence> for PresenceHub {
     type Result = ();
-    fn handle(&mut self, msg: FromReplica, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: RemotePresence, _: &mut Context<Self>) {
         let now = Instant::now();
-        let touched = match msg.gossip {
-            Gossip::Presence { scopes } => self.cluster.full(&msg.instance, scopes, now),
-            Gossip::User { scope, id, user } => {
-                self.cluster.user(&msg.instance, &scope, &id, user, now)
-            }
-            Gossip::Hello => {
-                self.gossip_all();
+        let touched = match msg {
+            RemotePresence::View { instance, scopes } => self.cluster.full(&instance, scopes, now),
+            RemotePresence::User {
+                instance,
+                scope,
+                id,
+                user,
+            } => self.cluster.user(&instance, &scope, &id, user, now),
+            RemotePresence::ViewWanted => {
+                self.share_view();
                 Vec::new()
             }
-            Gossip::Dirty { .. } => Vec::new(),
         };
         self.show(touched);
     }

@@ -77,28 +77,75 @@ pub async fn dev_token(
         })))
 }
 
-/// The dashboard's files, embedded in the binary (`static/`, see
-/// `static/index.html`). Every file of `static/` must be listed here; a unit
-/// test checks it.
-macro_rules! assets {
-    ($($path:literal),* $(,)?) => {
-        &[$(($path, include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/static/", $path)) as &[u8])),*]
+/// Files embedded in the binary: `(path, bytes)` from one directory of the
+/// repository, with their validators computed on first use.
+struct Files {
+    /// What they are, for a 404's message.
+    what: &'static str,
+    list: &'static [(&'static str, &'static [u8])],
+    etags: OnceLock<Vec<String>>,
+    /// Served to any origin (`Access-Control-Allow-Origin: *`), so a page
+    /// elsewhere can `import` them.
+    public: bool,
+}
+
+macro_rules! embed {
+    ($dir:literal, [$($path:literal),* $(,)?]) => {
+        &[$(($path, include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/", $dir, "/", $path)) as &[u8])),*]
     };
 }
-const ASSETS: &[(&str, &[u8])] = assets![
-    "index.html",
-    "app.css",
-    "favicon.svg",
-    "icons.svg",
-    "js/main.js",
-    "js/token.js",
-    "js/transport.js",
-    "js/ui.js",
-    "js/sentences.js",
-    "js/notifications.js",
-    "js/sparkline.js",
-    "js/util.js",
-];
+
+/// The dashboard (`static/`, see `static/index.html`). Every file of
+/// `static/` must be listed here; a unit test checks it.
+static DASHBOARD: Files = Files {
+    what: "dashboard file",
+    list: embed!(
+        "static",
+        [
+            "index.html",
+            "app.css",
+            "favicon.svg",
+            "icons.svg",
+            "js/main.js",
+            "js/token.js",
+            "js/transport.js",
+            "js/ui.js",
+            "js/sentences.js",
+            "js/notifications.js",
+            "js/sparkline.js",
+            "js/util.js",
+        ]
+    ),
+    etags: OnceLock::new(),
+    public: false,
+};
+
+/// The client SDK `@pulsehub/client` (`clients/js/src/`) at `/sdk/`, so a
+/// page without a bundler can `import { PulseClient } from
+/// "https://hub/sdk/pulsehub.js"`. Every file of the directory must be
+/// listed here (the entry imports its siblings); a unit test checks it.
+static SDK: Files = Files {
+    what: "SDK file",
+    list: embed!(
+        "clients/js/src",
+        [
+            "backoff.js",
+            "channel.js",
+            "client.js",
+            "diff.js",
+            "emitter.js",
+            "errors.js",
+            "jwt.js",
+            "poller.js",
+            "pulsehub.js",
+            "timers.js",
+            "types.js",
+            "views.js",
+        ]
+    ),
+    etags: OnceLock::new(),
+    public: true,
+};
 
 /// The page's Content-Security-Policy: only its own scripts, styles and
 /// connections (`'self'` covers same-origin `ws:`/`wss:` in current browsers).
@@ -118,72 +165,81 @@ fn content_type(path: &str) -> &'static str {
     }
 }
 
-/// Strong validators of the embedded files (FNV-1a of the bytes), computed
-/// once: a browser revalidates every file (`no-cache`) and gets a 304 while
-/// the binary is unchanged, and the new file right after a deploy.
-fn etags() -> &'static [String] {
-    static ETAGS: OnceLock<Vec<String>> = OnceLock::new();
-    ETAGS.get_or_init(|| {
-        ASSETS
-            .iter()
-            .map(|(_, bytes)| {
-                let hash = bytes.iter().fold(0xcbf29ce484222325u64, |h, b| {
-                    (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
-                });
-                format!("\"{hash:016x}\"")
-            })
-            .collect()
-    })
-}
+impl Files {
+    /// Strong validators (FNV-1a of the bytes), computed once: a browser
+    /// revalidates every file (`no-cache`) and gets a 304 while the binary
+    /// is unchanged, and the new file right after a deploy.
+    fn etags(&self) -> &[String] {
+        self.etags.get_or_init(|| {
+            self.list
+                .iter()
+                .map(|(_, bytes)| {
+                    let hash = bytes.iter().fold(0xcbf29ce484222325u64, |h, b| {
+                        (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
+                    });
+                    format!("\"{hash:016x}\"")
+                })
+                .collect()
+        })
+    }
 
-fn serve_asset(req: &HttpRequest, path: &str) -> Result<HttpResponse, HubError> {
-    let Some(i) = ASSETS.iter().position(|(p, _)| *p == path) else {
-        return Err(HubError::NotFound(format!(
-            "no dashboard file '{}'",
-            path.chars().take(100).collect::<String>()
-        )));
-    };
-    let etag = &etags()[i];
-    let fresh = req
-        .headers()
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
-    let mut res = if fresh {
-        HttpResponse::NotModified()
-    } else {
-        HttpResponse::Ok()
-    };
-    res.insert_header((header::ETAG, etag.as_str()))
-        .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"));
-    if path.ends_with(".html") {
-        res.insert_header((header::CONTENT_SECURITY_POLICY, CSP))
-            .insert_header((header::REFERRER_POLICY, "no-referrer"));
+    fn serve(&self, req: &HttpRequest, path: &str) -> Result<HttpResponse, HubError> {
+        let Some(i) = self.list.iter().position(|(p, _)| *p == path) else {
+            return Err(HubError::NotFound(format!(
+                "no {} '{}'",
+                self.what,
+                path.chars().take(100).collect::<String>()
+            )));
+        };
+        let etag = &self.etags()[i];
+        let fresh = req
+            .headers()
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+        let mut res = if fresh {
+            HttpResponse::NotModified()
+        } else {
+            HttpResponse::Ok()
+        };
+        res.insert_header((header::ETAG, etag.as_str()))
+            .insert_header((header::CACHE_CONTROL, "no-cache"))
+            .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"));
+        if path.ends_with(".html") {
+            res.insert_header((header::CONTENT_SECURITY_POLICY, CSP))
+                .insert_header((header::REFERRER_POLICY, "no-referrer"));
+        }
+        if self.public {
+            res.insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"));
+        }
+        if fresh {
+            return Ok(res.finish());
+        }
+        Ok(res.content_type(content_type(path)).body(self.list[i].1))
     }
-    if fresh {
-        return Ok(res.finish());
-    }
-    Ok(res.content_type(content_type(path)).body(ASSETS[i].1))
 }
 
 pub async fn page(req: HttpRequest) -> Result<HttpResponse, HubError> {
-    serve_asset(&req, "index.html")
+    DASHBOARD.serve(&req, "index.html")
 }
 
 pub async fn asset(req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, HubError> {
-    serve_asset(&req, &path)
+    DASHBOARD.serve(&req, &path)
+}
+
+pub async fn sdk(req: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, HubError> {
+    SDK.serve(&req, &path)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn files(dir: &std::path::Path, base: &std::path::Path, out: &mut Vec<String>) {
+    fn files_in(dir: &std::path::Path, base: &std::path::Path, out: &mut Vec<String>) {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
             if path.is_dir() {
-                files(&path, base, out);
+                files_in(&path, base, out);
             } else {
                 let rel = path.strip_prefix(base).unwrap().to_string_lossy();
                 out.push(rel.replace('\\', "/"));
@@ -191,20 +247,25 @@ mod tests {
         }
     }
 
-    #[test]
-    fn every_static_file_is_embedded() {
-        let base = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/static"));
+    fn check(files: &Files, dir: &str) {
+        let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
         let mut found = Vec::new();
-        files(base, base, &mut found);
-        let mut listed: Vec<String> = ASSETS.iter().map(|(p, _)| p.to_string()).collect();
+        files_in(&base, &base, &mut found);
+        let mut listed: Vec<String> = files.list.iter().map(|(p, _)| p.to_string()).collect();
         found.sort();
         listed.sort();
         assert_eq!(
             found, listed,
-            "static/ and ASSETS in routes.rs must list the same files"
+            "{dir} and its table in routes/dashboard.rs must list the same files"
         );
-        for (path, _) in ASSETS {
+        for (path, _) in files.list {
             assert_ne!(content_type(path), "application/octet-stream", "{path}");
         }
+    }
+
+    #[test]
+    fn every_static_and_sdk_file_is_embedded() {
+        check(&DASHBOARD, "static");
+        check(&SDK, "clients/js/src");
     }
 }

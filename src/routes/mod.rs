@@ -44,6 +44,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/api/dev/token", web::get().to(dashboard::dev_token))
     .route("/", web::get().to(dashboard::page))
     .route("/static/{path:.*}", web::get().to(dashboard::asset))
+    .route("/sdk/{path:.*}", web::get().to(dashboard::sdk))
     .default_service(web::to(not_found));
 }
 

@@ -1,7 +1,8 @@
 //! The StatsAggregator actor: live statistics per scope.
 //!
-//! A scope touched by a commit (here or, through the broker, on another
-//! replica: [`Committed`]), or whose `online_users` changed,
+//! A scope touched by a commit (here: [`Committed`], which is passed on to
+//! the other replicas as a [`Notice`]; or on another replica: the [`Notice`]
+//! it sent), or whose `online_users` changed,
 //! is recomputed at most once per debounce window (trailing edge, bounded by
 //! a maximum wait) from the small per-scope tables. A snapshot that differs
 //! from the previous one gets the next `version` (kept in PostgreSQL, so it
@@ -12,7 +13,7 @@ pub mod body;
 pub mod debounce;
 pub mod diff;
 
-use crate::broker::{Broker, FromReplica, Gossip};
+use crate::broker::{Broker, Notice};
 use crate::db::{self, Pool};
 use crate::error::HubError;
 use crate::frame::Outbound;
@@ -292,14 +293,14 @@ impl Handler<Online> for StatsAggregator {
     }
 }
 
-impl Handler<FromReplica> for StatsAggregator {
+/// From another replica.
+impl Handler<Notice> for StatsAggregator {
     type Result = ();
-    fn handle(&mut self, msg: FromReplica, _: &mut Context<Self>) {
-        if let Gossip::Dirty { scopes } = msg.gossip {
-            let now = Instant::now();
-            for scope in scopes {
-                self.touch(&scope, now);
-            }
+    fn handle(&mut self, msg: Notice, _: &mut Context<Self>) {
+        let Notice::Committed { scopes } = msg;
+        let now = Instant::now();
+        for scope in scopes {
+            self.touch(&scope, now);
         }
     }
 }
@@ -312,6 +313,6 @@ impl Handler<Committed> for StatsAggregator {
             self.touch(scope, now);
         }
         // Other replicas' stats subscribers of these scopes are stale too.
-        self.broker.gossip(Gossip::Dirty { scopes: msg.scopes });
+        self.broker.notify(Notice::Committed { scopes: msg.scopes });
     }
 }

@@ -309,6 +309,44 @@ async fn the_dashboard_and_its_files_are_served_from_the_binary() {
     }
 }
 
+/// The client SDK is served as it is in clients/js/src, importable from any
+/// origin, even when allowed origins are configured.
+#[actix_web::test]
+async fn the_client_sdk_is_served_for_pages_without_a_bundler() {
+    let app = spawn_with(|c| c.allowed_origins = vec!["https://app.example".into()]).await;
+    let source = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/clients/js/src/pulsehub.js"
+    ))
+    .unwrap();
+    let res = app
+        .http
+        .get(app.url("/sdk/pulsehub.js"))
+        .header("Origin", "https://elsewhere.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    assert_eq!(
+        res.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    assert_eq!(res.headers()["access-control-allow-origin"], "*");
+    assert_eq!(res.bytes().await.unwrap().as_ref(), source.as_slice());
+    // The entry's siblings are there too; nothing outside the directory is.
+    let res = app
+        .http
+        .get(app.url("/sdk/client.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    for missing in ["/sdk/nope.js", "/sdk/../package.json", "/sdk/"] {
+        let res = app.http.get(app.url(missing)).send().await.unwrap();
+        assert_eq!(res.status().as_u16(), 404, "{missing}");
+    }
+}
+
 #[actix_web::test]
 async fn a_graceful_stop_answers_waiting_long_polls_at_once() {
     let app = spawn_app().await;

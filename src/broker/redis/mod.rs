@@ -1,29 +1,35 @@
-//! Redis pub/sub broker: fan-out across replicas.
+//! Redis pub/sub broker and presence manager: fan-out across replicas.
 //!
-//! - Frames are delivered to the local hub at once and published to Redis
-//!   once, on `{prefix}:c:{channel}`, encoded once (a small binary envelope
-//!   around the already-encoded frames). A replica drops its own messages.
-//! - A replica subscribes only to channels with local interest, plus
-//!   `{prefix}:gossip` for replica-to-replica messages.
+//! - Frames are delivered to the local hub at once and, when their channel
+//!   is relayed, published to Redis once, on `{prefix}:c:{channel}`, encoded
+//!   once ([`wire`]). A replica drops its own messages.
+//! - A replica subscribes only to relayed channels with local interest, plus
+//!   `{prefix}:gossip` for everything else between replicas: notices, shared
+//!   presence, and the `hello` a replica sends each time its subscription
+//!   comes up, which the others answer by sharing their whole presence
+//!   (delivered to them as [`RemotePresence::ViewWanted`]).
 //! - Writes are queued (bounded; a full queue drops and counts) and sent by
 //!   one task as pipelines. Both connections reconnect by themselves with
 //!   backoff; while Redis is down, local delivery, ingest and commits go on,
 //!   `/ready` reports it, and after the reconnection the hub is told to
 //!   resync so sessions read what they missed from PostgreSQL.
 
-use super::{Broker, FromReplica, Gossip, Health, Inbound};
-use crate::frame::{Frames, Outbound, Publish, Resync};
+pub mod wire;
+
+use super::presence::{PresenceManager, RemotePresence};
+use super::{Broker, Health, Inbound, Notice};
+use crate::frame::{Frames, Publish, Resync};
 use crate::metrics::Metrics;
-use crate::protocol::Channel;
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use crate::protocol::{Channel, PresenceUser};
+use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
-use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+use wire::{decode_frames, encode_frames, Envelope, Gossip};
 
 /// Writes waiting for Redis; beyond this they are dropped (and counted).
 const QUEUE: usize = 65_536;
@@ -64,13 +70,6 @@ pub struct RedisBroker {
     ops: mpsc::Sender<Op>,
     interest: mpsc::UnboundedSender<(String, bool)>,
     shared: Arc<Shared>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct Envelope {
-    i: String,
-    #[serde(flatten)]
-    g: Gossip,
 }
 
 impl RedisBroker {
@@ -124,21 +123,34 @@ impl RedisBroker {
             self.shared.metrics.broker_dropped.inc();
         }
     }
+
+    fn gossip(&self, gossip: Gossip) {
+        if let Some(payload) = Envelope::encode(&self.instance, gossip) {
+            self.send(Op::Publish(format!("{}:gossip", self.prefix), payload));
+        }
+    }
+}
+
+/// Whether frames of `channel` go through Redis. Presence frames do not:
+/// every replica makes its own from the merged view.
+fn relayed(channel: &str) -> bool {
+    Channel::parse(channel).map_or(true, |c| c.relayed())
 }
 
 impl Broker for RedisBroker {
     fn publish(&self, channel: &str, frames: Frames) {
-        let payload = encode_frames(&self.instance, &frames);
+        let payload = relayed(channel).then(|| encode_frames(&self.instance, &frames));
         self.hub.do_send(Publish {
             channel: channel.into(),
             frames,
         });
-        self.send(Op::Publish(format!("{}:c:{channel}", self.prefix), payload));
+        if let Some(payload) = payload {
+            self.send(Op::Publish(format!("{}:c:{channel}", self.prefix), payload));
+        }
     }
 
     fn interest(&self, channel: &str, interested: bool) {
-        // Presence frames never travel through Redis (each replica makes its own).
-        if Channel::parse(channel).is_ok_and(|c| !c.relayed()) {
+        if !relayed(channel) {
             return;
         }
         let _ = self
@@ -146,13 +158,9 @@ impl Broker for RedisBroker {
             .send((format!("{}:c:{channel}", self.prefix), interested));
     }
 
-    fn gossip(&self, gossip: Gossip) {
-        let envelope = Envelope {
-            i: self.instance.to_string(),
-            g: gossip,
-        };
-        if let Ok(json) = serde_json::to_vec(&envelope) {
-            self.send(Op::Publish(format!("{}:gossip", self.prefix), json.into()));
+    fn notify(&self, notice: Notice) {
+        match notice {
+            Notice::Committed { scopes } => self.gossip(Gossip::Committed { scopes }),
         }
     }
 
@@ -184,35 +192,14 @@ impl Broker for RedisBroker {
     }
 }
 
-/// `origin, count, (seq, len, bytes)*` — frames stay the bytes they were.
-fn encode_frames(instance: &str, frames: &[Outbound]) -> Bytes {
-    let size: usize = frames.iter().map(|f| f.text.len() + 12).sum();
-    let mut b = BytesMut::with_capacity(instance.len() + 6 + size);
-    b.put_u16(instance.len() as u16);
-    b.put_slice(instance.as_bytes());
-    b.put_u32(frames.len() as u32);
-    for f in frames {
-        b.put_i64(f.seq);
-        b.put_u32(f.text.len() as u32);
-        b.put_slice(f.text.as_bytes());
+impl PresenceManager for RedisBroker {
+    fn share_user(&self, scope: String, id: String, user: Option<PresenceUser>) {
+        self.gossip(Gossip::User { scope, id, user });
     }
-    b.freeze()
-}
 
-/// The origin and frames of a payload; `None` when malformed.
-fn decode_frames(mut b: Bytes) -> Option<(String, Vec<Outbound>)> {
-    let take = |b: &mut Bytes, n: usize| (b.remaining() >= n).then(|| b.split_to(n));
-    let n = take(&mut b, 2)?.get_u16() as usize;
-    let origin = String::from_utf8(take(&mut b, n)?.to_vec()).ok()?;
-    let count = take(&mut b, 4)?.get_u32() as usize;
-    let mut frames = Vec::with_capacity(count.min(10_000));
-    for _ in 0..count {
-        let seq = take(&mut b, 8)?.get_i64();
-        let len = take(&mut b, 4)?.get_u32() as usize;
-        let text = bytestring::ByteString::try_from(take(&mut b, len)?).ok()?;
-        frames.push(Outbound { seq, text });
+    fn share_view(&self, scopes: HashMap<String, Vec<PresenceUser>>) {
+        self.gossip(Gossip::View { scopes });
     }
-    Some((origin, frames))
 }
 
 /// Sends queued writes as pipelines over one connection. When the connection
@@ -407,33 +394,41 @@ impl Subscriber {
         }
     }
 
-    fn gossip(&self, g: Gossip) {
-        let envelope = Envelope {
-            i: self.instance.to_string(),
-            g,
-        };
-        if let Ok(json) = serde_json::to_vec(&envelope) {
+    fn gossip(&self, gossip: Gossip) {
+        if let Some(payload) = Envelope::encode(&self.instance, gossip) {
             let _ = self
                 .ops
-                .try_send(Op::Publish(format!("{}:gossip", self.prefix), json.into()));
+                .try_send(Op::Publish(format!("{}:gossip", self.prefix), payload));
         }
     }
 
     fn dispatch(&self, channel: &str, payload: &[u8], gossip_channel: &str) {
         if channel == gossip_channel {
-            let Ok(env) = serde_json::from_slice::<Envelope>(payload) else {
+            let Some(Envelope {
+                i: instance,
+                gossip,
+            }) = Envelope::decode(payload)
+            else {
                 return;
             };
-            if *env.i == *self.instance {
+            if *instance == *self.instance {
                 return;
             }
-            let msg = FromReplica {
-                instance: env.i,
-                gossip: env.g,
-            };
-            match msg.gossip {
-                Gossip::Dirty { .. } => self.inbound.stats.do_send(msg),
-                _ => self.inbound.presence.do_send(msg),
+            let presence = &self.inbound.presence;
+            match gossip {
+                Gossip::Hello => presence.do_send(RemotePresence::ViewWanted),
+                Gossip::User { scope, id, user } => presence.do_send(RemotePresence::User {
+                    instance,
+                    scope,
+                    id,
+                    user,
+                }),
+                Gossip::View { scopes } => {
+                    presence.do_send(RemotePresence::View { instance, scopes })
+                }
+                Gossip::Committed { scopes } => {
+                    self.inbound.notices.do_send(Notice::Committed { scopes })
+                }
             }
             return;
         }
@@ -461,55 +456,5 @@ async fn call<T>(f: impl std::future::Future<Output = redis::RedisResult<T>>) ->
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err("timed out".into()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn frames_round_trip() {
-        let frames = vec![
-            Outbound {
-                seq: 7,
-                text: r#"{"type":"event","offset":7}"#.into(),
-            },
-            Outbound {
-                seq: -1,
-                text: "é".into(),
-            },
-        ];
-        let (origin, back) = decode_frames(encode_frames("hub-a", &frames)).unwrap();
-        assert_eq!(origin, "hub-a");
-        assert_eq!(back.len(), 2);
-        assert_eq!(
-            (back[0].seq, &*back[0].text),
-            (7, r#"{"type":"event","offset":7}"#)
-        );
-        assert_eq!((back[1].seq, &*back[1].text), (-1, "é"));
-        // Truncated or garbage payloads are refused, not trusted.
-        let whole = encode_frames("hub-a", &frames);
-        assert!(decode_frames(whole.slice(..whole.len() - 1)).is_none());
-        assert!(decode_frames(Bytes::from_static(b"\xff")).is_none());
-    }
-
-    #[test]
-    fn gossip_envelope() {
-        let json = serde_json::to_string(&Envelope {
-            i: "hub-a".into(),
-            g: Gossip::Dirty {
-                scopes: vec!["demo".into()],
-            },
-        })
-        .unwrap();
-        assert_eq!(json, r#"{"i":"hub-a","k":"dirty","scopes":["demo"]}"#);
-        let back: Envelope = serde_json::from_str(&json).unwrap();
-        assert_eq!(
-            back.g,
-            Gossip::Dirty {
-                scopes: vec!["demo".into()]
-            }
-        );
     }
 }
