@@ -7,7 +7,7 @@
 //! command line over them.
 //!
 //! Dependencies point one way: the leaves (`target`, `measure`,
-//! `first_error`, `run_info`, `client`, `raw`, `publisher`, `swarm`) ← `scenarios` ← `report` ← the
+//! `first_error`, `run_info`, `client`, `raw`, `kafka`, `publisher`, `swarm`) ← `scenarios` ← `report` ← the
 //! binary. A scenario never imports `report`; `report` gathers the
 //! scenarios' results.
 //!
@@ -16,6 +16,7 @@
 
 pub mod client;
 pub mod first_error;
+pub mod kafka;
 pub mod measure;
 pub mod publisher;
 pub mod raw;

@@ -7,6 +7,8 @@
 //! loss, duplication, disorder or failures.
 
 use clap::{Args, Parser, Subcommand};
+use pulsehub_loadtest::kafka::KafkaOut;
+use pulsehub_loadtest::publisher::Via;
 use pulsehub_loadtest::report::Report;
 use pulsehub_loadtest::scenarios::{abuse, connect, fanout, idle, ingest, presence, reconnect};
 use pulsehub_loadtest::target::{loopback_sources, Target, DEMO_INGEST_KEY, DEMO_JWT_SECRET};
@@ -85,23 +87,22 @@ enum Scenario {
     },
     /// C subscribers, a publisher at E events/s; loss, order, latency.
     Fanout {
-        #[arg(short = 'c', long, default_value_t = 100)]
-        connections: usize,
-        /// Spread subscribers over this many scopes.
-        #[arg(long, default_value_t = 1)]
-        scopes: usize,
-        /// Events per second (all scopes).
-        #[arg(short = 'e', long, default_value_t = 200.0)]
-        rate: f64,
-        /// Seconds of publishing.
-        #[arg(short = 'd', long, default_value_t = 10.0)]
-        duration: f64,
         #[command(flatten)]
-        pacing: Pacing,
+        run: FanoutArgs,
+    },
+    /// `fanout` through Kafka: the events are produced to a topic the hubs
+    /// consume (start them with PULSEHUB_KAFKA_BROKERS and
+    /// PULSEHUB_KAFKA_TOPICS=<topic>; no mapping: the messages are in the
+    /// hub's event shape); latency is Kafka produce → WebSocket delivery.
+    Bus {
         #[command(flatten)]
-        swarm: SwarmArgs,
-        #[command(flatten)]
-        hubs: HubPids,
+        run: FanoutArgs,
+        /// Kafka bootstrap servers.
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        kafka: String,
+        /// The topic (created with 3 partitions when missing).
+        #[arg(long, default_value = "pulsehub.loadtest")]
+        topic: String,
     },
     /// Clients join and leave at a rate; time until every replica agrees.
     Presence {
@@ -231,6 +232,46 @@ enum Scenario {
     },
 }
 
+/// The options of `fanout` (and `bus`).
+#[derive(Args)]
+struct FanoutArgs {
+    #[arg(short = 'c', long, default_value_t = 100)]
+    connections: usize,
+    /// Spread subscribers over this many scopes.
+    #[arg(long, default_value_t = 1)]
+    scopes: usize,
+    /// Events per second (all scopes).
+    #[arg(short = 'e', long, default_value_t = 200.0)]
+    rate: f64,
+    /// Seconds of publishing.
+    #[arg(short = 'd', long, default_value_t = 10.0)]
+    duration: f64,
+    #[command(flatten)]
+    pacing: Pacing,
+    #[command(flatten)]
+    swarm: SwarmArgs,
+    #[command(flatten)]
+    hubs: HubPids,
+}
+
+impl FanoutArgs {
+    fn opts(self, via: Via, progress: bool) -> fanout::FanoutOpts {
+        fanout::FanoutOpts {
+            connections: self.connections,
+            scopes: self.scopes,
+            rate: self.rate,
+            duration: secs(self.duration),
+            tick: self.pacing.tick(),
+            inflight: self.pacing.inflight,
+            connect_concurrency: self.swarm.connect_concurrency,
+            drain: secs(self.swarm.drain),
+            hub_pids: self.hubs.pids,
+            progress,
+            via,
+        }
+    }
+}
+
 /// How the publisher paces its ingest requests (`fanout`, `abuse`).
 #[derive(Args)]
 struct Pacing {
@@ -292,7 +333,13 @@ fn raise_fd_limit() {
 fn connections_of(s: &Scenario) -> usize {
     match s {
         Scenario::Connect { connections, .. }
-        | Scenario::Fanout { connections, .. }
+        | Scenario::Fanout {
+            run: FanoutArgs { connections, .. },
+        }
+        | Scenario::Bus {
+            run: FanoutArgs { connections, .. },
+            ..
+        }
         | Scenario::Idle { connections, .. }
         | Scenario::Reconnect { connections, .. } => *connections,
         Scenario::Presence { clients, .. } => *clients,
@@ -337,28 +384,12 @@ async fn run(cli: Cli) -> anyhow::Result<Report> {
             };
             Report::Connect(connect::run(target, &opts).await?)
         }
-        Scenario::Fanout {
-            connections,
-            scopes,
-            rate,
-            duration,
-            pacing,
-            swarm,
-            hubs,
-        } => {
-            let opts = fanout::FanoutOpts {
-                connections,
-                scopes,
-                rate,
-                duration: secs(duration),
-                tick: pacing.tick(),
-                inflight: pacing.inflight,
-                connect_concurrency: swarm.connect_concurrency,
-                drain: secs(swarm.drain),
-                hub_pids: hubs.pids,
-                progress,
-            };
-            Report::Fanout(fanout::run(target, &opts).await?)
+        Scenario::Fanout { run } => {
+            Report::Fanout(fanout::run(target, &run.opts(Via::Http, progress)).await?)
+        }
+        Scenario::Bus { run, kafka, topic } => {
+            let via = Via::Kafka(KafkaOut::new(&kafka, &topic).await?);
+            Report::Fanout(fanout::run(target, &run.opts(via, progress)).await?)
         }
         Scenario::Presence {
             clients,

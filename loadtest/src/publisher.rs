@@ -1,8 +1,10 @@
 //! The publisher: ingests events through `POST /api/events` at a steady
-//! rate, each stamped with its send time, round robin over the hubs.
+//! rate, each stamped with its send time, round robin over the hubs; or
+//! produces them to Kafka for hubs that consume it ([`Via::Kafka`]).
 
 use crate::client::SENT_KEY;
 use crate::first_error::FirstError;
+use crate::kafka::KafkaOut;
 use crate::measure::{Latency, LocalBatch, SharedHistogram};
 use crate::target::{unix_micros, Target};
 use anyhow::bail;
@@ -97,6 +99,17 @@ pub struct Plan {
     /// next hub) until `retry_for` has passed, without duplicating anything.
     pub keys: Option<String>,
     pub retry_for: Duration,
+    pub via: Via,
+}
+
+/// How events reach the hubs.
+#[derive(Debug, Clone, Default)]
+pub enum Via {
+    /// `POST /api/events`, round robin over the hubs.
+    #[default]
+    Http,
+    /// Produced to a topic the hubs consume (`bus`).
+    Kafka(KafkaOut),
 }
 
 /// What the publisher achieved.
@@ -192,10 +205,12 @@ pub async fn run(target: Arc<Target>, plan: Plan) -> Published {
             let scopes = plan.scopes.clone();
             let keys = plan.keys.clone();
             let retry_for = plan.retry_for;
+            let via = plan.via.clone();
             tasks.spawn(async move {
                 let _permit = permit;
                 send_batch(
                     &target,
+                    &via,
                     &shared,
                     &scopes,
                     first,
@@ -233,8 +248,10 @@ pub async fn run(target: Arc<Target>, plan: Plan) -> Published {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn send_batch(
     target: &Target,
+    via: &Via,
     shared: &Shared,
     scopes: &[String],
     first: u64,
@@ -248,7 +265,11 @@ async fn send_batch(
         let hub = shared.next_hub.fetch_add(1, Ordering::Relaxed);
         let t = Instant::now();
         shared.requests.fetch_add(1, Ordering::Relaxed);
-        match post(target, hub, &body).await {
+        let sent = match via {
+            Via::Http => post(target, hub, &body).await,
+            Via::Kafka(out) => out.produce(&body).await,
+        };
+        match sent {
             Ok(p) => {
                 LocalBatch::new(&shared.latency).record(t.elapsed().as_micros() as u64);
                 shared.duplicates.fetch_add(p.duplicates, Ordering::Relaxed);

@@ -40,15 +40,7 @@ async fn seed_001_messages_reach_feed_and_stats_subscribers() {
     }
     let expected = json!({"check_in": 3, "message.sent": 2, "poll.vote": 1,
         "question.asked": 1, "question.upvoted": 1, "reaction": 1});
-    let (mut events, mut counts) = (Vec::new(), Value::Null);
-    while events.len() < messages.len() || counts != expected {
-        let f = c.recv().await;
-        match f["type"].as_str() {
-            Some("event") => events.push(f),
-            Some("stats") => counts = f["stats"]["counts"].clone(),
-            _ => panic!("unexpected {f}"),
-        }
-    }
+    let events = events_until_counts(&mut c, messages.len(), &expected).await;
     let kinds: Vec<_> = events.iter().map(|f| f["event"]["kind"].clone()).collect();
     assert_eq!(
         kinds,

@@ -45,6 +45,16 @@ fn consume_env(tansu: &Tansu, instance: &str) -> Vec<(String, String)> {
     .collect()
 }
 
+/// A broker of the test's own with [`TOPIC`] (of `partitions`) and its
+/// dead-letter topic.
+async fn broker(partitions: i32) -> Tansu {
+    let tansu = Tansu::start();
+    tansu
+        .create_topics(&[TOPIC, &format!("{TOPIC}.dlq")], partitions)
+        .await;
+    tansu
+}
+
 fn series(name: &str) -> String {
     format!("pulsehub_source_{name}_total{{source=\"kafka\",stream=\"{TOPIC}\"}}")
 }
@@ -88,10 +98,7 @@ async fn assert_each_stored_once_in_order(app: &TestApp, partitions: i32, n: usi
 
 #[actix_web::test]
 async fn seed_001_messages_reach_feed_and_stats_subscribers() {
-    let mut tansu = Tansu::start();
-    tansu
-        .create_topics(&[TOPIC, &format!("{TOPIC}.dlq")], 1)
-        .await;
+    let mut tansu = broker(1).await;
     let app = spawn_with(|c| consume(c, &tansu)).await;
     app.wait_ready().await;
     let scope = "evt_191cc94a7cf1";
@@ -113,15 +120,7 @@ async fn seed_001_messages_reach_feed_and_stats_subscribers() {
     tansu.produce_json(TOPIC, 0, &messages).await;
     let expected = json!({"check_in": 2, "message.sent": 1, "poll.vote": 1,
         "question.asked": 1, "question.upvoted": 1, "reaction": 2});
-    let (mut events, mut counts) = (Vec::new(), Value::Null);
-    while events.len() < messages.len() || counts != expected {
-        let f = c.recv().await;
-        match f["type"].as_str() {
-            Some("event") => events.push(f),
-            Some("stats") => counts = f["stats"]["counts"].clone(),
-            _ => panic!("unexpected {f}"),
-        }
-    }
+    let events = events_until_counts(&mut c, messages.len(), &expected).await;
     let kinds: Vec<_> = events.iter().map(|f| f["event"]["kind"].clone()).collect();
     assert_eq!(
         kinds,
@@ -150,10 +149,7 @@ async fn seed_001_messages_reach_feed_and_stats_subscribers() {
 async fn two_replicas_share_the_partitions_and_store_each_message_once_in_order() {
     const PARTITIONS: i32 = 3;
     const PER_PARTITION: usize = 3334; // 10,002 messages in all
-    let mut tansu = Tansu::start();
-    tansu
-        .create_topics(&[TOPIC, &format!("{TOPIC}.dlq")], PARTITIONS)
-        .await;
+    let mut tansu = broker(PARTITIONS).await;
     let a = spawn_with(|c| {
         consume(c, &tansu);
         c.instance_id = Some("hub-a".into());
@@ -211,10 +207,7 @@ async fn two_replicas_share_the_partitions_and_store_each_message_once_in_order(
 async fn a_replica_killed_mid_stream_hands_its_partitions_over_losing_nothing() {
     const PARTITIONS: i32 = 3;
     const PER_PARTITION: usize = 1000;
-    let mut tansu = Tansu::start();
-    tansu
-        .create_topics(&[TOPIC, &format!("{TOPIC}.dlq")], PARTITIONS)
-        .await;
+    let mut tansu = broker(PARTITIONS).await;
     let database_url = fresh_database().await;
     let mut env = consume_env(&tansu, "hub-killed");
     env.push(("PULSEHUB_KAFKA_BATCH".into(), "20".into()));
@@ -277,10 +270,7 @@ async fn a_replica_killed_mid_stream_hands_its_partitions_over_losing_nothing() 
 
 #[actix_web::test]
 async fn a_broker_restart_mid_stream_is_survived_and_ready_says_so() {
-    let mut tansu = Tansu::start();
-    tansu
-        .create_topics(&[TOPIC, &format!("{TOPIC}.dlq")], 1)
-        .await;
+    let mut tansu = broker(1).await;
     let app = spawn_with(|c| consume(c, &tansu)).await;
     app.wait_ready().await;
     tansu.produce_json(TOPIC, 0, &check_ins(0, 0..300)).await;
@@ -313,10 +303,7 @@ async fn a_broker_restart_mid_stream_is_survived_and_ready_says_so() {
 
 #[actix_web::test]
 async fn a_restarted_hub_resumes_from_the_committed_offsets() {
-    let mut tansu = Tansu::start();
-    tansu
-        .create_topics(&[TOPIC, &format!("{TOPIC}.dlq")], 1)
-        .await;
+    let mut tansu = broker(1).await;
     let a = spawn_with(|c| {
         consume(c, &tansu);
         c.instance_id = Some("hub-a".into());
@@ -364,9 +351,8 @@ async fn a_restarted_hub_resumes_from_the_committed_offsets() {
 
 #[actix_web::test]
 async fn poison_messages_are_dead_lettered_with_their_reason_and_good_ones_stored() {
-    let mut tansu = Tansu::start();
+    let mut tansu = broker(1).await;
     let dlq = format!("{TOPIC}.dlq");
-    tansu.create_topics(&[TOPIC, &dlq], 1).await;
     let app = spawn_with(|c| consume(c, &tansu)).await;
     app.wait_ready().await;
     let scope = "evt_p0";
@@ -447,10 +433,7 @@ async fn poison_messages_are_dead_lettered_with_their_reason_and_good_ones_store
 
 #[actix_web::test]
 async fn a_full_ingest_queue_pauses_the_partitions_until_the_batch_fits() {
-    let mut tansu = Tansu::start();
-    tansu
-        .create_topics(&[TOPIC, &format!("{TOPIC}.dlq")], 1)
-        .await;
+    let mut tansu = broker(1).await;
     let app = spawn_with(|c| {
         consume(c, &tansu);
         c.ingest_queue = 10;

@@ -980,6 +980,7 @@ pub async fn run(target: Arc<Target>, opts: &AbuseOpts) -> anyhow::Result<AbuseR
         inflight: opts.inflight,
         keys: None,
         retry_for: Duration::ZERO,
+        via: crate::publisher::Via::Http,
     };
     let bar = measure::progress(opts.progress, total * subscribed as u64, "under attack");
     let publisher = tokio::spawn(publisher::run(target.clone(), plan));

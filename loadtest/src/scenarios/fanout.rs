@@ -1,11 +1,12 @@
 //! `fanout`: C subscribers on one scope (or spread over S scopes); a
 //! publisher ingests E events/s through `POST /api/events`, each event
-//! stamped with its send time. Reports loss, duplication, order and the
+//! stamped with its send time. `bus` is the same run with the events
+//! produced to a Kafka topic the hubs consume ([`Via::Kafka`]). Reports loss, duplication, order and the
 //! latency from ingest to delivery, per delivery and for the last receiver
 //! of each event.
 
 use crate::measure::{self, Latency};
-use crate::publisher::{self, Plan, Published};
+use crate::publisher::{self, Plan, Published, Via};
 use crate::run_info::RunInfo;
 use crate::swarm::{tally, Delivery, Swarm, SwarmSpec};
 use crate::target::{run_id, Target};
@@ -30,6 +31,8 @@ pub struct FanoutOpts {
     /// Hub processes whose CPU time is measured while publishing.
     pub hub_pids: Vec<u32>,
     pub progress: bool,
+    /// How the events reach the hubs.
+    pub via: Via,
 }
 
 impl Default for FanoutOpts {
@@ -45,6 +48,7 @@ impl Default for FanoutOpts {
             drain: Duration::from_secs(10),
             hub_pids: Vec::new(),
             progress: false,
+            via: Via::Http,
         }
     }
 }
@@ -81,7 +85,11 @@ pub struct FanoutReport {
 
 /// Runs the scenario; `Err` only when it cannot run at all.
 pub async fn run(target: Arc<Target>, opts: &FanoutOpts) -> anyhow::Result<FanoutReport> {
-    let mut info = RunInfo::start("fanout", &target);
+    let name = match opts.via {
+        Via::Http => "fanout",
+        Via::Kafka(_) => "bus",
+    };
+    let mut info = RunInfo::start(name, &target);
     let id = run_id();
     let scopes: Vec<String> = (0..opts.scopes.max(1))
         .map(|k| format!("lt-{id}-{k}"))
@@ -113,6 +121,7 @@ pub async fn run(target: Arc<Target>, opts: &FanoutOpts) -> anyhow::Result<Fanou
         inflight: opts.inflight,
         keys: None,
         retry_for: Duration::ZERO,
+        via: opts.via.clone(),
     };
     let planned_deliveries = total * subscribed as u64 / scopes.len() as u64;
     let bar = measure::progress(opts.progress, planned_deliveries, "delivering");

@@ -208,6 +208,7 @@ pub async fn run(target: Arc<Target>, opts: &ReconnectOpts) -> anyhow::Result<Re
         inflight: opts.inflight,
         keys: Some(format!("lt-{id}")),
         retry_for: opts.duration + opts.drain,
+        via: crate::publisher::Via::Http,
     };
     let started = Instant::now();
     let publisher = tokio::spawn(publisher::run(target.clone(), plan));

@@ -2,6 +2,7 @@
 //! `examples/mappings/live-dashboard.toml` maps), and what the bus tests
 //! read back from the feed.
 
+use super::ws::WsClient;
 use serde_json::{json, Value};
 
 /// A check-in of guest `i` at `event`.
@@ -30,4 +31,19 @@ pub fn actors(feed: &[Value]) -> Vec<String> {
 /// `user_{i}` for each `i`: the actors of those check-ins.
 pub fn users(range: std::ops::Range<usize>) -> Vec<String> {
     range.map(|i| format!("user_{i}")).collect()
+}
+
+/// Reads a client subscribed to a scope's feed and stats until it has `n`
+/// events and the stats counts are `counts`; returns the event frames.
+pub async fn events_until_counts(c: &mut WsClient, n: usize, counts: &Value) -> Vec<Value> {
+    let (mut events, mut now) = (Vec::new(), Value::Null);
+    while events.len() < n || now != *counts {
+        let f = c.recv().await;
+        match f["type"].as_str() {
+            Some("event") => events.push(f),
+            Some("stats") => now = f["stats"]["counts"].clone(),
+            _ => panic!("unexpected {f}"),
+        }
+    }
+    events
 }
