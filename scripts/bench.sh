@@ -14,7 +14,13 @@
 #          same 4 events/s to 100, 1,000, 10,000 subscribers: how cost grows)
 #          ingest presence reconnect (reconnect kills the hub with
 #          SIGKILL under load; the tool restarts it and stops it at the end,
-#          and this script starts a fresh one for the presets that follow).
+#          and this script starts a fresh one for the presets that follow)
+#          bus-1k bus-10k (1,000 subscribers, 1,000 or 10,000 messages/s
+#          produced to Kafka and consumed by the hubs: produce → delivery)
+#          bus-ceiling (one subscriber, as fast as the producer goes: the
+#          consumer's throughput). Bus presets start a local Kafka-API broker
+#          (scripts/services.sh kafka) and the hubs consume topic
+#          $BENCH_TOPIC (default pulsehub.bench).
 # Standard set: smoke connect-1k idle-100 idle-1k idle-10k scale-100
 #               scale-1k scale-10k fanout-1k fanout-10k ingest presence
 #               reconnect
@@ -58,20 +64,30 @@ elif [[ ${#presets[@]} -eq 0 ]]; then
              fanout-1k fanout-10k ingest presence reconnect)
 fi
 
-if [[ $replicas == 2 ]]; then
-    scripts/services.sh postgres redis
-else
-    scripts/services.sh postgres
-fi
+kafka=''
+for p in "${presets[@]}"; do
+    if [[ $p == bus-* ]]; then kafka=127.0.0.1:${KAFKA_PORT:-9092}; fi
+done
+topic=${BENCH_TOPIC:-pulsehub.bench}
+
+services=(build postgres)
+if [[ $replicas == 2 ]]; then services+=(redis); fi
+if [[ -n $kafka ]]; then services+=(kafka); fi
+scripts/services.sh "${services[@]}"
 pg_host=${PGHOST:-127.0.0.1}
 pg_port=${PGPORT:-5432}
 export DATABASE_URL="postgres://postgres@$pg_host:$pg_port/$db"
 export RUST_LOG=${RUST_LOG:-warn}
 
-cargo build --release -p pulsehub -p pulsehub-loadtest
+cargo build --release -p pulsehub -p pulsehub-loadtest -p pulsehub-simulate
 hub_bin=target/release/pulsehub
 lt_bin=target/release/pulsehub-loadtest
 mkdir -p "$out"
+if [[ -n $kafka ]]; then
+    # The topic must exist before the hubs are ready: the simulator creates
+    # it (3 partitions) with its first event.
+    target/release/pulsehub-simulate --kafka "$kafka" --topic "$topic" --count 1 >/dev/null
+fi
 
 urls=()
 ports=()
@@ -89,6 +105,9 @@ hub_cmd() {
     if [[ $replicas == 2 ]]; then
         cmd+=" REDIS_URL=redis://${REDIS_HOST:-127.0.0.1}:${REDIS_PORT:-6379}"
         cmd+=" PULSEHUB_REDIS_PREFIX=${BENCH_REDIS_PREFIX:-pulsehub-bench}"
+    fi
+    if [[ -n $kafka ]]; then
+        cmd+=" PULSEHUB_KAFKA_BROKERS=$kafka PULSEHUB_KAFKA_TOPICS=$topic"
     fi
     cmd+=" $hub_bin serve --demo --bind 127.0.0.1:${ports[r]} ${BENCH_HUB_ARGS:-}"
     printf '%s' "$cmd"
@@ -206,6 +225,9 @@ for preset in "${presets[@]}"; do
         scale-1k)   lt scale-1k fanout --hub-pid "$(pid_list)" -c 1000 -e 4 -d 20 --check || status=$? ;;
         scale-10k)  lt scale-10k fanout --hub-pid "$(pid_list)" -c 10000 -e 4 -d 20 --check || status=$? ;;
         ingest)     lt ingest ingest --parallel 8 --batch 1000 --events 300000 -d 60 || status=$? ;;
+        bus-1k)     lt bus-1k bus --kafka "$kafka" --topic "$topic" --hub-pid "$(pid_list)" -c 1000 -e 1000 -d 20 --check || status=$? ;;
+        bus-10k)    lt bus-10k bus --kafka "$kafka" --topic "$topic" --hub-pid "$(pid_list)" -c 1000 -e 10000 -d 20 --check || status=$? ;;
+        bus-ceiling) lt bus-ceiling bus --kafka "$kafka" --topic "$topic" --hub-pid "$(pid_list)" -c 1 -e 100000 -d 10 --inflight 64 --drain 60 --check || status=$? ;;
         presence)   lt presence presence --clients 100 --rounds 5 --rate 200 || status=$? ;;
         reconnect)
             # Kill replica 0 under load; the tool restarts it and stops the
