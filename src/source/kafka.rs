@@ -187,9 +187,16 @@ pub fn start(settings: Settings, shared: Shared) -> anyhow::Result<Vec<JoinHandl
     let run = actix::spawn(async move {
         worker.run(&consumer).await;
         // The probe ends on the stop signal too; then leaving the group
-        // (it commits what is stored) blocks, so off the runtime's threads.
+        // (it commits what is stored) blocks, so on a thread of its own:
+        // with the brokers gone it may outlast the stop deadline, and a
+        // detached thread does not hold the process's exit up.
         let _ = probe.await;
-        let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
+        let (closed, done) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            drop(consumer);
+            let _ = closed.send(());
+        });
+        let _ = done.await;
         tracing::info!("kafka consumer stopped");
     });
     Ok(vec![run])
