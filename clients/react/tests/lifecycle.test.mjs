@@ -224,6 +224,28 @@ test('a provider given a url owns its client: one connection under StrictMode, c
   await until(async () => (await gauge(hub, 'sessions')) === 0, { what: 'the session gone from the hub' });
 });
 
+test('a provider given a url sends a new options.token to the hub (refresh) without reconnecting', async () => {
+  const scope = 'life_token';
+  const { WebSocket, record } = recordingWebSocket();
+  let seenClient;
+  function Board() {
+    seenClient = usePulseClient();
+    return h('p', { 'data-testid': 'token' }, useConnectionState());
+  }
+  const first = mintToken({ sub: 'rotating', scopes: [scope] });
+  const second = mintToken({ sub: 'rotating', scopes: [scope], ttlS: 7200 });
+  const page = (token) => h(PulseProvider, { url: hub.wsUrl, options: { token, WebSocket } }, h(Board));
+  const view = render(page(first));
+  await waitFor(() => assert.equal(screen.getByTestId('token').textContent, 'connected'), WAIT);
+  const owned = seenClient;
+  view.rerender(page(second));
+  await until(() => record.sent.some((f) => f.type === 'refresh' && f.token === second), { what: 'the refresh sent' });
+  assert.equal(seenClient, owned, 'the same client');
+  assert.equal(owned.token, second);
+  assert.equal(record.opened, 1);
+  view.unmount();
+});
+
 test('hooks outside a provider say so', () => {
   function Lost() {
     useStats('demo');
