@@ -104,7 +104,8 @@ function track(view, changed) {
       changed();
     },
     (/** @type {PulseError} */ error) => {
-      if (state.closed || state.error) return;
+      // `closed`: the client was closed (useConnectionState says so), not a refusal.
+      if (state.closed || state.error || error.code === 'closed') return;
       state.error = error;
       changed();
     },
@@ -142,12 +143,10 @@ function useShared(hook, key, factory, initial) {
         registry.release(store);
       };
     },
-    // eslint-disable-next-line react-hooks/exhaustive-deps
     [client, key],
   );
   const getSnapshot = useCallback(
     () => (client && key !== null ? (registryOf(client).peek(key)?.snapshot ?? initial) : initial),
-    // eslint-disable-next-line react-hooks/exhaustive-deps
     [client, key],
   );
   const snapshot = useSyncExternalStore(subscribe, getSnapshot, () => initial);
