@@ -66,8 +66,9 @@ test('StrictMode: each channel subscribed once, never unsubscribed while mounted
 
   assert.deepEqual(sentChannels(c.record, 'subscribe').sort(), channelsOf(scope));
   assert.deepEqual(sentChannels(c.record, 'unsubscribe'), []);
-  assert.equal(await gauge(hub, 'subscriptions'), 5);
+  await until(async () => (await gauge(hub, 'subscriptions')) === 5, { what: 'five subscriptions on the hub' });
   assert.deepEqual([...c._channels.keys()].sort(), channelsOf(scope));
+  assert.deepEqual(sentChannels(c.record, 'subscribe').sort(), channelsOf(scope), 'no subscribe since');
 });
 
 test('unmount: every channel unsubscribed, on the client and on the hub; the user leaves presence', async () => {
@@ -80,7 +81,8 @@ test('unmount: every channel unsubscribed, on the client and on the hub; the use
   const view = render(h(StrictMode, null, h(PulseProvider, { client: c }, h(Everything, { scope }))));
   await waitFor(() => assert.equal(screen.getByTestId('everything').textContent, 'true 2 0 0'), WAIT);
   await until(() => people.get('alice'), { what: 'alice present' });
-  assert.equal(await gauge(hub, 'subscriptions'), 6); // alice's five and the watcher's presence
+  // alice's five and the watcher's presence
+  await until(async () => (await gauge(hub, 'subscriptions')) === 6, { what: 'six subscriptions on the hub' });
 
   view.unmount();
   await until(() => c._channels.size === 0, { what: 'the client holds no channel' });
@@ -215,7 +217,7 @@ test('a provider given a url owns its client: one connection under StrictMode, c
   await waitFor(() => assert.equal(screen.getByTestId('owned').textContent, 'connected 1'), WAIT);
   assert.equal(record.opened, 1, 'StrictMode\'s discarded client never connected');
   assert.deepEqual(tokens, ['initial']);
-  assert.equal(await gauge(hub, 'sessions'), 1);
+  await until(async () => (await gauge(hub, 'sessions')) === 1, { what: 'one session on the hub' });
   assert.deepEqual(sentChannels(record, 'subscribe'), [`stats:${scope}`]);
 
   const owned = seenClient;
