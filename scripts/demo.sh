@@ -1,13 +1,25 @@
 #!/usr/bin/env bash
 # Quick start: run the pulsehub hub with its dashboard and live demo data.
-# Ensures PostgreSQL answers (installing/starting it if needed), builds the
+# Ensures the build tools and PostgreSQL (installing/starting them if needed), builds the
 # release binaries, starts `pulsehub serve --demo` (extra arguments are passed
 # to `serve`), waits for /ready, then feeds it with `pulsehub-simulate`.
+# `--kafka` (first argument): the events go through Kafka instead: a local
+# Kafka-API broker (tansu, `scripts/services.sh kafka`) on 127.0.0.1:9092,
+# the simulator producing to topic `pulsehub.events` and the hub consuming it.
 # Ctrl-C stops everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/services.sh postgres
+kafka=''
+if [[ ${1:-} == --kafka ]]; then
+    kafka="127.0.0.1:${KAFKA_PORT:-9092}"
+    shift
+fi
+
+scripts/services.sh build postgres
+if [[ -n $kafka ]]; then
+    scripts/services.sh kafka
+fi
 
 # serve's own default is this URL; follow PGHOST/PGPORT when they are set.
 if [[ -z ${DATABASE_URL:-} ]]; then
@@ -49,6 +61,17 @@ trap 'stop_all; exit 130' INT
 trap 'stop_all; exit 143' TERM
 trap 'stop_all' EXIT
 
+simulate=(target/release/pulsehub-simulate --url "$base_url" --scopes demo)
+if [[ -n $kafka ]]; then
+    # The simulator creates the topic the hub then finds (and waits for it
+    # in /ready); the hub reads what was produced before it joined.
+    simulate+=(--kafka "$kafka" --topic pulsehub.events)
+    "${simulate[@]}" &
+    sim_pid=$!
+    export PULSEHUB_KAFKA_BROKERS=$kafka PULSEHUB_KAFKA_TOPICS=pulsehub.events
+    export PULSEHUB_KAFKA_PROPERTIES=${PULSEHUB_KAFKA_PROPERTIES:-auto.offset.reset=earliest}
+fi
+
 target/release/pulsehub serve --demo "$@" &
 serve_pid=$!
 
@@ -80,11 +103,13 @@ if [[ $(ready_status) != 200 ]]; then
     exit 1
 fi
 
-target/release/pulsehub-simulate --url "$base_url" --scopes demo &
-sim_pid=$!
+if [[ -z $kafka ]]; then
+    "${simulate[@]}" &
+    sim_pid=$!
+fi
 
 echo
-echo "pulsehub is running: open $base_url/ in a browser (demo data is flowing)."
+echo "pulsehub is running: open $base_url/ in a browser (demo data is flowing${kafka:+ through Kafka at $kafka})."
 echo "Press Ctrl-C to stop the hub and the simulator."
 echo
 

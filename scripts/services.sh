@@ -13,8 +13,19 @@
 # redis: wants 127.0.0.1:6379 to answer PING; otherwise starts a throwaway
 #   `redis-server` (no persistence) bound to loopback.
 #
+# build: what `cargo build` needs beyond Rust: a C/C++ compiler, make,
+#   cmake and pkg-config (librdkafka is built from source by the rdkafka
+#   crate), OpenSSL's headers (Kafka over TLS). Installed when missing.
+# tansu: the `tansu` binary, a Kafka-API broker (the Kafka tests start
+#   their own); `cargo install`ed into ~/.cargo/bin when missing (about
+#   13 minutes of building, once).
+# kafka: tansu as above, and a broker answering on 127.0.0.1:$KAFKA_PORT
+#   (9092): started in the background when nothing listens there, storage
+#   (SQLite) in /var/tmp/pulsehub-tansu-<port>, log beside it.
+#
 # Environment: PGHOST (127.0.0.1), PGPORT (5432), PULSEHUB_PG_DIR,
-#              REDIS_HOST (127.0.0.1), REDIS_PORT (6379).
+#              REDIS_HOST (127.0.0.1), REDIS_PORT (6379), KAFKA_PORT (9092),
+#              PULSEHUB_TANSU_BIN (the tansu binary, if not ~/.cargo/bin's).
 
 _svc_log() { printf '%s\n' "$*"; }
 _svc_die() { printf 'services.sh: error: %s\n' "$*" >&2; exit 1; }
@@ -308,16 +319,87 @@ ensure_redis() (
     _svc_die "redis: started redis-server but $where does not answer PING (log: $logf)"
 )
 
+# ------------------------------------------------------------ build tools --
+
+ensure_build() {
+    local want=()
+    command -v cc >/dev/null 2>&1 || want+=(gcc)
+    command -v c++ >/dev/null 2>&1 || want+=(g++)
+    command -v make >/dev/null 2>&1 || want+=(make)
+    command -v cmake >/dev/null 2>&1 || want+=(cmake)
+    command -v pkg-config >/dev/null 2>&1 || want+=(pkg-config)
+    [[ -f /usr/include/openssl/ssl.h ]] || want+=(libssl-dev)
+    if ((${#want[@]} > 0)); then
+        _svc_apt_install "${want[@]}"
+    fi
+}
+
+# ------------------------------------------------------------------ kafka --
+
+# The tansu binary: $PULSEHUB_TANSU_BIN, ~/.cargo/bin/tansu or on PATH.
+_svc_tansu_bin() {
+    if [[ -n ${PULSEHUB_TANSU_BIN:-} ]]; then
+        echo "$PULSEHUB_TANSU_BIN"
+    elif [[ -x $HOME/.cargo/bin/tansu ]]; then
+        echo "$HOME/.cargo/bin/tansu"
+    else
+        command -v tansu 2>/dev/null || true
+    fi
+}
+
+ensure_tansu() {
+    local bin
+    bin=$(_svc_tansu_bin)
+    if [[ -n $bin && -x $bin ]]; then
+        return 0
+    fi
+    ensure_build
+    local log=/var/tmp/pulsehub-tansu-install.log
+    _svc_log "tansu: not installed; cargo install tansu 0.6.0 (SQLite and memory storage; about 13 minutes; log: $log) ..."
+    # --locked: the versions tansu was released and tested with.
+    cargo install --locked tansu@0.6.0 --features dynostore,libsql >"$log" 2>&1 \
+        || { tail -n 30 "$log" >&2; _svc_die "tansu: cargo install failed (log: $log)"; }
+    _svc_log "tansu: installed $(_svc_tansu_bin)"
+}
+
+ensure_kafka() (
+    set -euo pipefail
+    local port=${KAFKA_PORT:-9092}
+    if _svc_tcp_open 127.0.0.1 "$port"; then
+        _svc_log "kafka: something listens on 127.0.0.1:$port, taken as the broker"
+        return 0
+    fi
+    ensure_tansu
+    local dir=/var/tmp/pulsehub-tansu-$port url="tcp://127.0.0.1:$port"
+    mkdir -p "$dir"
+    (cd "$dir" && setsid nohup "$(_svc_tansu_bin)" broker --listener-url "$url" \
+        --advertised-listener-url "$url" --storage-engine sqlite://tansu.db \
+        >"$dir/tansu.log" 2>&1 </dev/null &)
+    local i
+    for ((i = 0; i < 60; i++)); do
+        if _svc_tcp_open 127.0.0.1 "$port"; then
+            _svc_log "kafka: started tansu on 127.0.0.1:$port (storage and log: $dir)"
+            return 0
+        fi
+        sleep 0.5
+    done
+    tail -n 20 "$dir/tansu.log" >&2 || true
+    _svc_die "kafka: tansu did not start listening on $port (log: $dir/tansu.log)"
+)
+
 # ---------------------------------------------------------------------------
 
 ensure_services() {
     local svc
-    [[ $# -gt 0 ]] || { echo "usage: services.sh postgres|redis ..." >&2; return 2; }
+    [[ $# -gt 0 ]] || { echo "usage: services.sh postgres|redis|build|tansu|kafka ..." >&2; return 2; }
     for svc in "$@"; do
         case $svc in
             postgres|postgresql|pg) ensure_postgres || return ;;
             redis) ensure_redis || return ;;
-            *) echo "services.sh: unknown service '$svc' (known: postgres, redis)" >&2; return 2 ;;
+            build) ensure_build || return ;;
+            tansu) ensure_tansu || return ;;
+            kafka) ensure_kafka || return ;;
+            *) echo "services.sh: unknown service '$svc' (known: postgres, redis, build, tansu, kafka)" >&2; return 2 ;;
         esac
     done
 }

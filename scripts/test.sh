@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Quick start: run the whole pulsehub test suite.
-# Ensures PostgreSQL and Redis answer on loopback (installing/starting them if
-# needed) and nginx is installed, then runs `cargo test --workspace --all-targets`, then the browser
+# Ensures the build tools (cmake, OpenSSL headers: librdkafka is built from
+# source), PostgreSQL and Redis answering on loopback (installing/starting them
+# if needed), tansu (the Kafka-API broker the Kafka tests start; installed
+# once with cargo, ~13 min) and nginx, then runs
+# `cargo test --workspace --all-targets`, then the browser
 # end-to-end tests (tests/e2e: headless Debian chromium driven by
 # playwright-core against the real hub; chromium and Node.js/npm are
 # installed with apt-get when missing, the npm packages with `npm ci`).
@@ -113,7 +116,7 @@ run_react() {
 
 start=$SECONDS
 
-scripts/services.sh postgres redis
+scripts/services.sh build postgres redis tansu
 ensure_nginx
 
 if [[ -z ${DATABASE_URL:-} ]]; then

@@ -212,6 +212,37 @@ pub struct Config {
     )]
     pub redis_streams_claim_idle_ms: u64,
 
+    /// Kafka bootstrap servers (`host:port`, comma-separated). Unset: no Kafka.
+    #[arg(long, env = "PULSEHUB_KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
+
+    /// Kafka topics to consume (comma-separated).
+    #[arg(long, env = "PULSEHUB_KAFKA_TOPICS", value_delimiter = ',')]
+    pub kafka_topics: Vec<String>,
+
+    /// Consumer group that all replicas join.
+    #[arg(long, env = "PULSEHUB_KAFKA_GROUP", default_value = "pulsehub")]
+    pub kafka_group: String,
+
+    /// Dead-letter topic of refused messages (`{topic}`: the topic's name).
+    #[arg(
+        long,
+        env = "PULSEHUB_KAFKA_DEAD_LETTER_TOPIC",
+        default_value = "{topic}.dlq"
+    )]
+    pub kafka_dead_letter_topic: String,
+
+    /// Further librdkafka properties, `name=value` separated by newlines or
+    /// `;` (e.g. `security.protocol=SASL_SSL;sasl.mechanism=PLAIN`), for
+    /// the consumer and the dead-letter producer alike.
+    #[arg(long, env = "PULSEHUB_KAFKA_PROPERTIES", default_value = "")]
+    pub kafka_properties: String,
+
+    /// Messages committed together at most (never more than
+    /// `PULSEHUB_INGEST_QUEUE`).
+    #[arg(long, env = "PULSEHUB_KAFKA_BATCH", default_value_t = 1000)]
+    pub kafka_batch: usize,
+
     /// Browser origins allowed to open `/ws` and call the API (comma-separated,
     /// e.g. `https://app.example.com`; `*`: any). Listed origins also get CORS
     /// headers on the HTTP API. Empty: no Origin check and no CORS headers.
@@ -275,18 +306,13 @@ impl Config {
         self.allowed_origins
             .iter()
             .try_for_each(|o| crate::origin::validate(o))?;
-        self.validate_streams()
+        self.validate_streams()?;
+        self.validate_kafka()
     }
 
     /// The Redis Streams in force (blank and repeated names dropped).
     pub fn streams(&self) -> Vec<String> {
-        let mut streams: Vec<String> = Vec::new();
-        for s in self.redis_streams.iter().map(|s| s.trim()) {
-            if !s.is_empty() && !streams.iter().any(|t| t == s) {
-                streams.push(s.to_string());
-            }
-        }
-        streams
+        distinct(&self.redis_streams)
     }
 
     /// The Redis that holds the streams: its own URL, else `REDIS_URL`.
@@ -332,6 +358,63 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The Kafka topics in force (blank and repeated names dropped).
+    pub fn kafka_topics(&self) -> Vec<String> {
+        distinct(&self.kafka_topics)
+    }
+
+    /// The dead-letter topic of `topic`.
+    pub fn dead_letter_topic(&self, topic: &str) -> String {
+        self.kafka_dead_letter_topic.replace("{topic}", topic)
+    }
+
+    /// The librdkafka properties of `PULSEHUB_KAFKA_PROPERTIES`, in order.
+    pub fn kafka_properties(&self) -> Result<Vec<(String, String)>, String> {
+        self.kafka_properties
+            .split(['\n', ';'])
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|p| match p.split_once('=') {
+                Some((k, v)) if !k.trim().is_empty() => {
+                    Ok((k.trim().to_string(), v.trim().to_string()))
+                }
+                _ => Err(format!(
+                    "PULSEHUB_KAFKA_PROPERTIES: '{p}' is not name=value"
+                )),
+            })
+            .collect()
+    }
+
+    fn validate_kafka(&self) -> Result<(), String> {
+        let topics = self.kafka_topics();
+        let brokers = non_empty(&self.kafka_brokers);
+        match (brokers, topics.is_empty()) {
+            (None, true) => return Ok(()),
+            (None, false) => {
+                return Err("PULSEHUB_KAFKA_TOPICS needs PULSEHUB_KAFKA_BROKERS".into())
+            }
+            (Some(_), true) => {
+                return Err("PULSEHUB_KAFKA_BROKERS needs PULSEHUB_KAFKA_TOPICS".into())
+            }
+            (Some(_), false) => {}
+        }
+        if self.kafka_batch == 0 || self.kafka_group.trim().is_empty() {
+            return Err(
+                "PULSEHUB_KAFKA_BATCH must be positive and PULSEHUB_KAFKA_GROUP not empty".into(),
+            );
+        }
+        for t in &topics {
+            let dlq = self.dead_letter_topic(t);
+            if topics.contains(&dlq) {
+                return Err(format!(
+                    "the dead-letter topic of '{t}' is '{dlq}', which is consumed too \
+                     (PULSEHUB_KAFKA_DEAD_LETTER_TOPIC)"
+                ));
+            }
+        }
+        self.kafka_properties().map(drop)
     }
 
     /// This replica's name.
@@ -427,6 +510,17 @@ pub fn redact_url(url: &str) -> String {
 
 fn non_empty(s: &Option<String>) -> Option<&str> {
     s.as_deref().filter(|s| !s.trim().is_empty())
+}
+
+/// The names of a comma list, trimmed, without blanks and repeats.
+fn distinct(names: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for n in names.iter().map(|n| n.trim()) {
+        if !n.is_empty() && !out.iter().any(|o| o == n) {
+            out.push(n.to_string());
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -533,5 +627,52 @@ mod tests {
         // Demo mode accepts the demo values, given or built in.
         let demo = Wrap::parse_from(["x", "--demo", "--jwt-secret", DEMO_JWT_SECRET]).config;
         assert!(demo.validate().is_ok());
+    }
+
+    #[test]
+    fn kafka_settings_are_checked_together() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["x", "--demo"];
+            all.extend_from_slice(args);
+            Wrap::parse_from(all).config
+        };
+        let c = parse(&["--kafka-brokers", "k:9092", "--kafka-topics", " a,b,a, "]);
+        assert_eq!(c.kafka_topics(), ["a", "b"]);
+        assert_eq!(c.dead_letter_topic("a"), "a.dlq");
+        assert!(c.validate().is_ok());
+        let errors = [
+            (vec!["--kafka-topics", "a"], "PULSEHUB_KAFKA_TOPICS needs"),
+            (
+                vec!["--kafka-brokers", "k:9092"],
+                "PULSEHUB_KAFKA_BROKERS needs",
+            ),
+            (
+                vec!["--kafka-brokers", "k", "--kafka-topics", "a,a.dlq"],
+                "the dead-letter topic of 'a'",
+            ),
+            (
+                vec![
+                    "--kafka-brokers",
+                    "k",
+                    "--kafka-topics",
+                    "a",
+                    "--kafka-properties",
+                    "x",
+                ],
+                "PULSEHUB_KAFKA_PROPERTIES: 'x'",
+            ),
+        ];
+        for (args, expected) in errors {
+            let err = parse(&args).validate().expect_err(expected);
+            assert!(err.starts_with(expected), "{err}");
+        }
+        let c = parse(&["--kafka-properties", "security.protocol = SSL;\n a=b=c ;"]);
+        assert_eq!(
+            c.kafka_properties().unwrap(),
+            [
+                ("security.protocol".to_string(), "SSL".to_string()),
+                ("a".to_string(), "b=c".to_string())
+            ]
+        );
     }
 }

@@ -66,6 +66,8 @@ pub struct SourceMetrics {
     pub lag: Family<StreamLabels, Gauge>,
     /// Entries delivered to the group's consumers and not yet acknowledged.
     pub pending: Family<StreamLabels, Gauge>,
+    /// Kafka: partitions of the topic assigned to this replica.
+    pub partitions: Family<StreamLabels, Gauge>,
     pub up: Family<StreamLabels, Gauge>,
     /// From a batch offered to ingest until its commit answered (queue wait
     /// and backpressure included).
@@ -177,6 +179,7 @@ impl SourceMetrics {
             errors: counters(r, "source_errors", "Bus connection and command errors"),
             lag: gauges(r, "source_lag", "Entries of the stream not yet delivered to the group"),
             pending: gauges(r, "source_pending", "Entries delivered to the group and not yet acknowledged"),
+            partitions: gauges(r, "source_partitions", "Kafka partitions of the topic assigned to this replica"),
             up: gauges(r, "source_up", "1 when the source's stream is connected, 0 when down"),
             commit_seconds,
         }

@@ -12,7 +12,8 @@
 //! - [`pace`]: how many events each tick, cut into batches, until [`Stop`]
 //!   says the run is over ([`stop`]).
 //! - [`sink`]: where batches go ([`Sink`]); [`http`] posts them to
-//!   `POST /api/events`, retrying what may succeed later.
+//!   `POST /api/events`, retrying what may succeed later; [`kafka`]
+//!   produces them to a Kafka topic the hub consumes (`--kafka`).
 //! - [`run()`]: wires these together for one run and logs its progress.
 //!
 //! Generation knows nothing of delivery: a sink sees finished [`Event`]s
@@ -20,6 +21,7 @@
 
 pub mod event;
 pub mod http;
+pub mod kafka;
 pub mod options;
 pub mod pace;
 pub mod run;
@@ -34,6 +36,7 @@ mod testing;
 
 pub use event::{Actor, Event, Subject};
 pub use http::HttpSink;
+pub use kafka::KafkaSink;
 pub use options::SimulateArgs;
 pub use run::run;
 pub use simulator::{SimConfig, Simulator};

@@ -11,6 +11,16 @@ pub struct SimulateArgs {
     #[arg(long, env = "PULSEHUB_URL", default_value = "http://127.0.0.1:8080")]
     pub url: String,
 
+    /// Produce the events to Kafka (bootstrap servers, `host:port`,
+    /// comma-separated) instead of posting them to the hub; the hub
+    /// consumes the topic (`PULSEHUB_KAFKA_TOPICS`).
+    #[arg(long, env = "PULSEHUB_SIMULATE_KAFKA")]
+    pub kafka: Option<String>,
+
+    /// The Kafka topic, with `--kafka` (created with 3 partitions if missing).
+    #[arg(long, default_value = "pulsehub.events")]
+    pub topic: String,
+
     /// Ingest key.
     #[arg(
         long,

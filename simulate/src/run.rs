@@ -19,15 +19,29 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::http::HttpSink;
+use crate::kafka::KafkaSink;
 use crate::options::SimulateArgs;
 use crate::pace::{pump, Pace};
 use crate::simulator::{random_run_id, SimConfig, Simulator};
 use crate::sink::{Sink, Totals};
 use crate::stop::Stop;
 
-/// Runs the simulation until Ctrl-C, `--count` or `--duration`.
+/// Runs the simulation until Ctrl-C, `--count` or `--duration`: into
+/// Kafka with `--kafka`, else to the hub's `POST /api/events`.
 pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
-    let mut sink = HttpSink::new(&args.url, args.ingest_key.clone())?;
+    match args.kafka.as_deref() {
+        Some(brokers) => {
+            let sink = KafkaSink::new(brokers, &args.topic).await?;
+            run_into(sink, args).await
+        }
+        None => {
+            let sink = HttpSink::new(&args.url, args.ingest_key.clone())?;
+            run_into(sink, args).await
+        }
+    }
+}
+
+async fn run_into(mut sink: impl Sink, args: SimulateArgs) -> anyhow::Result<()> {
     if !args.rate.is_finite() || args.rate <= 0.0 || args.rate > 1_000_000.0 {
         bail!(
             "--rate must be a number of events per second in (0, 1000000], got {}",
@@ -110,6 +124,8 @@ mod tests {
         let (url, seen) = fake_hub(|_, body| (202, "", accepted(body))).await;
         let args = SimulateArgs {
             url,
+            kafka: None,
+            topic: String::new(),
             ingest_key: "k3y".into(),
             scopes: vec!["demo".into(), "acme".into()],
             rate: 200.0,
@@ -142,6 +158,8 @@ mod tests {
         let (url, seen) = fake_hub(|_, body| (202, "", accepted(body))).await;
         let args = SimulateArgs {
             url,
+            kafka: None,
+            topic: String::new(),
             ingest_key: "k3y".into(),
             scopes: vec!["demo".into()],
             rate: 20.0,
@@ -173,6 +191,8 @@ mod tests {
     async fn run_refuses_a_bad_rate() {
         let args = SimulateArgs {
             url: "http://127.0.0.1:9".into(),
+            kafka: None,
+            topic: String::new(),
             ingest_key: "k".into(),
             scopes: vec!["demo".into()],
             rate: 0.0,

@@ -108,7 +108,6 @@ static DASHBOARD: Files = Files {
             "icons.svg",
             "js/main.js",
             "js/token.js",
-            "js/transport.js",
             "js/ui.js",
             "js/sentences.js",
             "js/notifications.js",

@@ -7,11 +7,25 @@
 //! upstream exactly what is committed. Validation and idempotency are not
 //! here: validation is [`crate::events`], keys are claimed in the commit.
 
-use super::decode::Refusal;
+use super::decode::{Decoder, Refusal};
+use super::health::Health;
 use crate::error::HubError;
 use crate::events::NewEvent;
 use crate::ingest::{Ingest, Outcome, Stored};
+use crate::metrics::Metrics;
 use actix::Recipient;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// What every source's tasks share: the decoder, the way to ingest, the
+/// metrics and health they report to, and the stop signal.
+pub struct Shared {
+    pub decoder: Arc<Decoder>,
+    pub ingest: Recipient<Ingest>,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+    pub stopping: watch::Receiver<bool>,
+}
 
 /// What became of one message of a batch.
 #[derive(Debug, PartialEq, Eq)]

@@ -1,6 +1,6 @@
 //! Sources: every way events come in. `POST /api/events` is one
-//! (`routes::ingest`), the bus consumers are the others (Redis Streams
-//! today, Kafka next). They differ in transport only.
+//! (`routes::ingest`), the bus consumers are the others (Kafka, Redis
+//! Streams). They differ in transport only.
 //!
 //! Contract (DESIGN.md, "Sources and clients"):
 //! - A source turns its input into the events of one batch and sends the
@@ -20,6 +20,7 @@
 pub mod batch;
 pub mod decode;
 pub mod health;
+pub mod kafka;
 pub mod mapping;
 pub mod redis_streams;
 
@@ -67,30 +68,36 @@ impl Sources {
         metrics: Arc<Metrics>,
         stopping: watch::Receiver<bool>,
     ) -> anyhow::Result<Sources> {
+        let shared = || batch::Shared {
+            decoder: self.decoder.clone(),
+            ingest: ingest.clone(),
+            metrics: metrics.clone(),
+            health: self.health.clone(),
+            stopping: stopping.clone(),
+        };
         let mut tasks = Vec::new();
+        if let Some(settings) = kafka::Settings::from_config(config, instance) {
+            self.log_unmapped(&settings.topics, "topic");
+            tasks.extend(kafka::start(settings, shared())?);
+        }
         if let Some(settings) = redis_streams::Settings::from_config(config, instance) {
-            for s in settings.streams.iter().filter(|s| !self.decoder.maps(s)) {
-                tracing::info!(
-                    stream = %s,
-                    "no mapping rule for this stream: its messages must be in the hub's event shape"
-                );
-            }
-            tasks.extend(redis_streams::start(
-                settings,
-                redis_streams::Shared {
-                    decoder: self.decoder.clone(),
-                    ingest,
-                    metrics,
-                    health: self.health.clone(),
-                    stopping,
-                },
-            )?);
+            self.log_unmapped(&settings.streams, "stream");
+            tasks.extend(redis_streams::start(settings, shared())?);
         }
         self.tasks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .extend(tasks);
         Ok(self)
+    }
+
+    fn log_unmapped(&self, names: &[String], what: &str) {
+        for name in names.iter().filter(|n| !self.decoder.maps(n)) {
+            tracing::info!(
+                name = %name,
+                "no mapping rule for this {what}: its messages must be in the hub's event shape"
+            );
+        }
     }
 
     /// Waits, at most `limit`, until every source has finished its batch in

@@ -26,14 +26,11 @@
 //! - A lost connection is retried with backoff; `/ready` names the stream
 //!   meanwhile. A graceful stop finishes the batch in hand, then stops.
 
-use super::batch::{commit_messages, Fate};
-use super::decode::{Decoder, Reason, Refusal, MAX_MESSAGE_BYTES};
-use super::health::Health;
+use super::batch::{commit_messages, Fate, Shared};
+use super::decode::{Reason, Refusal, MAX_MESSAGE_BYTES};
 use crate::config::{Config, StreamStart};
 use crate::events::NewEvent;
-use crate::ingest::Ingest;
 use crate::metrics::{DeadLetterLabels, Metrics, StreamLabels};
-use actix::Recipient;
 use chrono::Utc;
 use redis::aio::MultiplexedConnection;
 use redis::streams::{
@@ -101,15 +98,6 @@ impl Settings {
             claim_idle: Duration::from_millis(config.redis_streams_claim_idle_ms),
         })
     }
-}
-
-/// What every stream's task shares.
-pub struct Shared {
-    pub decoder: Arc<Decoder>,
-    pub ingest: Recipient<Ingest>,
-    pub metrics: Arc<Metrics>,
-    pub health: Arc<Health>,
-    pub stopping: watch::Receiver<bool>,
 }
 
 /// Starts one consumer task per stream (on the current actix runtime).

@@ -1,40 +1,43 @@
-// The dashboard's entry point: gets a token, picks a scope, and keeps the
-// page in step with the hub through the Transport (WebSocket or polling).
+// The dashboard's entry point: gets a token, picks a scope, and shows what
+// the hub sends. The link to the hub is @pulsehub/client, which the hub
+// serves at /sdk/ (clients/js/src, unchanged): it reconnects with backoff,
+// resumes channels with `since` (reading history, announcing a hole as a
+// reset), falls back to HTTP polling when WebSocket is blocked, refreshes the
+// token before it expires (through `getToken` below), turns presence into a
+// member list and matches commands to replies. This page only shows things.
 //
-// Channels: stats:{scope}, presence:{scope}, feed:{scope}, system and
-// user:{me}. For each recoverable channel the page remembers the last offset
-// it applied: frames at or below it are duplicates and dropped; a frame past
-// the next offset is a gap and the channel is re-read from there; a
-// `subscribed` with `recovered: false` starts the channel afresh (the items
-// that follow are its recent history).
+// Views of the scope: stats, presence and feed (client.stats / presence /
+// feed); notifications of `system` and `user:{me}` (notifications.js).
 //
 // Pause unsubscribes stats and the feed (presence stays subscribed so the
 // person stays "online", and notifications keep coming); resume subscribes
-// again with `since`, so the feed catches up and stats are a fresh snapshot.
+// again, the feed with `since` = where it stopped, so it catches up without a
+// gap, and the stats with a fresh snapshot.
 
+import { PulseClient } from '/sdk/pulsehub.js';
 import { Notifications } from './notifications.js';
 import { Samples } from './sparkline.js';
 import { claimsOf, demoIdentity, devToken, forgetToken, obtainToken } from './token.js';
-import { Transport } from './transport.js';
-import { Dashboard } from './ui.js';
+import { Dashboard, FEED_MAX } from './ui.js';
 import { $, store } from './util.js';
 
 const params = new URLSearchParams(location.search);
 const ui = new Dashboard();
-const recoverable = (c) => c === 'system' || /^(feed|user):/.test(c);
 const validScope = (s) => /^[A-Za-z0-9_.-]{1,64}$/.test(s);
+/** The token is renewed this long before it expires (a fifth of a shorter lifetime). */
+const REFRESH_MARGIN_MS = 5 * 60_000;
 
 const app = {
   auth: null, // {token, claims, source}
+  client: null, // the PulseClient
   scope: null,
   paused: false,
-  transport: null,
   notes: null,
   samples: null,
-  positions: new Map(), // channel -> {last, base, resyncing}
-  presence: new Map(), // user id -> user
-  presenceCount: 0,
-  statsVersion: null,
+  stats: null, // StatsView of the scope (not while paused)
+  presence: null, // PresenceView of the scope
+  feed: null, // FeedView of the scope (not while paused)
+  feedOffset: null, // where the feed stopped when it was paused
   connState: { mode: 'connecting' },
 };
 
@@ -53,39 +56,56 @@ function askForToken(reason) {
   });
 }
 
-async function renewToken(reason) {
-  forgetToken();
-  const auth = await obtainToken(askForToken, { reason, params: new URLSearchParams() });
-  if (auth.claims.sub !== app.auth.claims.sub) {
-    // Another person: start over as them.
-    location.reload();
-    return;
-  }
-  app.auth = auth;
-  app.transport.setToken(auth.token);
-  app.transport.reconnectNow();
-  scheduleRefresh();
+let asking = null;
+/** A new token: the demo hub's, or the one the person pastes (one dialog at a time). */
+function askAgain(reason) {
+  asking ??= (async () => {
+    forgetToken();
+    const auth = await obtainToken(askForToken, { reason, params: new URLSearchParams() });
+    if (auth.claims.sub !== app.auth.claims.sub) {
+      // Another person: start over as them.
+      location.reload();
+      return new Promise(() => {});
+    }
+    app.auth = auth;
+    return auth.token;
+  })().finally(() => (asking = null));
+  return asking;
 }
 
-/** Before the token expires: a new one from the demo hub (sent as `refresh`),
- *  or a banner asking for one. */
-function scheduleRefresh() {
-  clearTimeout(app.refreshTimer);
-  const left = app.auth.claims.exp * 1000 - Date.now();
-  const lead = Math.min(5 * 60_000, left / 5);
-  app.refreshTimer = setTimeout(async () => {
-    if (app.auth.source === 'dev') {
-      const token = await devToken(demoIdentity(new URLSearchParams()), null);
-      if (token) {
-        app.auth = { token, claims: claimsOf(token), source: 'dev' };
-        store.set('pulsehub.token', { token, source: 'dev' });
-        app.transport.setToken(token);
-        scheduleRefresh();
-        return;
-      }
+/**
+ * The client's `getToken`. Before expiry: a new demo token, or a banner
+ * asking for one (the dialog opens by itself once the token has expired);
+ * a refused or expired token opens the dialog at once.
+ */
+async function getToken({ reason }) {
+  if (reason === 'refused') return askAgain('The hub refused the token.');
+  if (reason === 'expired') return askAgain('Your token has expired.');
+  if (reason !== 'expiring') return askAgain(null);
+  if (app.auth.source === 'dev') {
+    const token = await devToken(demoIdentity(new URLSearchParams()), null);
+    if (token) {
+      app.auth = { token, claims: claimsOf(token), source: 'dev' };
+      store.set('pulsehub.token', { token, source: 'dev' });
+      return token;
     }
-    banner('Your token expires soon. Paste a new one to stay connected.', 'Paste token', () => renewToken(null));
-  }, Math.max(1000, left - lead));
+  }
+  return new Promise((resolve, reject) => {
+    let off = () => {};
+    let done = false;
+    const ask = (why) => {
+      if (done) return;
+      done = true;
+      off();
+      banner(null);
+      askAgain(why).then(resolve, reject);
+    };
+    banner('Your token expires soon. Paste a new one to stay connected.', 'Paste token', () => ask(null));
+    // Not answered in time: the hub closed the connection, the client waits for this answer.
+    off = app.client.on('status', (s) => {
+      if (s.awaitingToken === 'expired') ask('Your token has expired.');
+    });
+  });
 }
 
 function banner(text, action, onAction) {
@@ -139,21 +159,56 @@ function setupScopes() {
   return pick ?? null;
 }
 
-function channels() {
-  const me = `user:${app.auth.claims.sub}`;
-  if (!app.scope) return ['system', me];
-  const scoped = app.paused ? [`presence:${app.scope}`] : [`stats:${app.scope}`, `presence:${app.scope}`, `feed:${app.scope}`];
-  return [...scoped, 'system', me];
+/** A subscription the hub refused, or ended (the token no longer allows it). */
+function refused(error) {
+  banner(`Cannot show ${error.channel ?? 'a channel'}: ${error.message}`);
+}
+
+function renderPeople() {
+  ui.renderPeople(app.presence?.byId ?? new Map(), app.presence?.count ?? 0);
+}
+
+/** Subscribes the scope's views (presence always; stats and feed unless paused). */
+function watchScope(scope) {
+  app.presence = app.client.presence(scope, {
+    onChange: () => {
+      if (!app.paused) renderPeople();
+    },
+  });
+  app.presence.on('error', refused);
+  if (!app.paused) watchLive(scope, null);
+}
+
+/** Stats and feed; the feed resumes after `since` when given. */
+function watchLive(scope, since) {
+  app.stats = app.client.stats(scope, { onChange: (stats) => ui.renderStats(stats, app.samples) });
+  app.stats.on('error', refused);
+  app.feed = app.client.feed(scope, {
+    limit: FEED_MAX,
+    since: since ?? undefined,
+    onEvent: (entry, frame) => ui.addEvent(frame),
+    // The page's position is gone (history pruned, a new database): start from the latest items.
+    onReset: () => ui.resetFeed(),
+  });
+  app.feed.on('error', refused);
+}
+
+/** Unsubscribes stats and feed; returns where the feed was. */
+function unwatchLive() {
+  const offset = app.feed?.offset ?? null;
+  app.stats?.unsubscribe();
+  app.feed?.unsubscribe();
+  app.stats = null;
+  app.feed = null;
+  return offset;
 }
 
 function switchScope(scope) {
   if (scope === app.scope) return;
-  // Drop the old scope's channels first so its late frames are ignored.
-  app.scope = null;
-  app.transport.setChannels(channels());
-  for (const c of [...app.positions.keys()]) if (c.startsWith('feed:')) app.positions.delete(c);
-  app.presence.clear();
-  app.statsVersion = null;
+  unwatchLive();
+  app.presence?.unsubscribe();
+  app.presence = null;
+  app.feedOffset = null;
   ui.reset();
   app.scope = scope;
   startSamples(scope);
@@ -165,7 +220,7 @@ function switchScope(scope) {
   url.searchParams.set('scope', scope);
   history.replaceState(null, '', url);
   document.title = `${scope} · pulsehub`;
-  app.transport.setChannels(channels());
+  watchScope(scope);
 }
 
 // ---- sparkline ---------------------------------------------------------------------------
@@ -179,7 +234,7 @@ async function startSamples(scope) {
   try {
     const channel = encodeURIComponent(`feed:${scope}`);
     const res = await fetch(`/api/channels/${channel}/history?limit=1000`, {
-      headers: { Authorization: `Bearer ${app.auth.token}` },
+      headers: { Authorization: `Bearer ${app.client.token}` },
       cache: 'no-store',
     });
     if (!res.ok || app.scope !== scope) return;
@@ -198,100 +253,18 @@ setInterval(() => {
   ui.drawSpark(app.samples);
 }, 10_000);
 
-// ---- frames ---------------------------------------------------------------------------
-
-function position(channel) {
-  let p = app.positions.get(channel);
-  if (!p) {
-    p = { last: null, base: null, resyncing: false };
-    app.positions.set(channel, p);
-  }
-  return p;
-}
-
-function sinceOf(channel) {
-  const p = app.positions.get(channel);
-  return p ? (p.last ?? p.base) : null;
-}
-
-/** Whether a recoverable frame is the next one of its channel. */
-function accept(frame) {
-  const p = position(frame.channel);
-  if (p.last === null) {
-    p.last = frame.offset;
-    return true;
-  }
-  if (frame.offset <= p.last) return false; // duplicate
-  if (frame.offset === p.last + 1) {
-    p.last = frame.offset;
-    return true;
-  }
-  // A gap: read the channel again from the last applied offset.
-  if (!p.resyncing) {
-    p.resyncing = true;
-    app.transport.resync(frame.channel);
-  }
-  return false;
-}
-
-function onFrame(frame) {
-  switch (frame.type) {
-    case 'subscribed':
-      if (recoverable(frame.channel)) {
-        const p = position(frame.channel);
-        p.resyncing = false;
-        if (!frame.recovered) {
-          // Start afresh: what follows is the channel's recent history.
-          p.last = null;
-          p.base = frame.offset;
-          if (frame.channel === `feed:${app.scope}`) ui.resetFeed();
-        }
-        if (!frame.channel.startsWith('feed:')) app.notes.subscribed(frame);
-      }
-      if (frame.channel === `stats:${app.scope}`) app.statsVersion = null;
-      return;
-    case 'event':
-      if (frame.channel === `feed:${app.scope}` && accept(frame)) ui.addEvent(frame);
-      return;
-    case 'notification':
-      if (accept(frame)) app.notes.add(frame);
-      return;
-    case 'stats':
-      if (frame.channel !== `stats:${app.scope}` || app.paused) return;
-      // Versions only grow; the first snapshot after (re)subscribing is taken as is.
-      if (app.statsVersion !== null && frame.version < app.statsVersion) return;
-      app.statsVersion = frame.version;
-      ui.renderStats(frame.stats, app.samples);
-      return;
-    case 'presence':
-      if (frame.channel !== `presence:${app.scope}`) return;
-      applyPresence(frame);
-      if (!app.paused) ui.renderPeople(app.presence, app.presenceCount);
-      return;
-    case 'error':
-      if (frame.command?.type === 'subscribe' && (frame.code === 'forbidden' || frame.code === 'bad_request')) {
-        banner(`Cannot show ${frame.command.channel}: ${frame.message}`);
-      }
-      return;
-    case 'unsubscribed':
-      if (frame.ref === undefined) banner(`The hub ended the subscription to ${frame.channel}: the token no longer allows it.`);
-      return;
-    default:
-  }
-}
-
-function applyPresence(frame) {
-  if (frame.op === 'sync') {
-    app.presence = new Map((frame.users ?? []).map((u) => [u.id, u]));
-  } else if (frame.op === 'leave') {
-    app.presence.delete(frame.user?.id);
-  } else if (frame.user?.id) {
-    app.presence.set(frame.user.id, { ...app.presence.get(frame.user.id), ...frame.user });
-  }
-  if (typeof frame.count === 'number') app.presenceCount = frame.count;
-}
-
 // ---- connection state -----------------------------------------------------------------------
+
+const MODE_OF_STATE = { connecting: 'connecting', connected: 'live', reconnecting: 'reconnecting', polling: 'polling', offline: 'offline' };
+
+/** The client's status, as the indicator's mode: "auth" while it waits for a token. */
+function onStatus(status) {
+  const wasLive = app.connState.mode === 'live';
+  const mode = status.awaitingToken || status.state === 'closed' ? 'auth' : MODE_OF_STATE[status.state];
+  app.connState = { ...status, mode };
+  renderConn();
+  if (mode === 'live' && !wasLive) app.activityNow();
+}
 
 const MODE_TEXT = {
   connecting: 'Connecting…',
@@ -351,9 +324,9 @@ function setPaused(paused) {
   button.title = paused ? 'Resume live updates' : 'Pause live updates';
   $('#pause-label').textContent = paused ? 'Resume' : 'Pause';
   document.body.classList.toggle('paused', paused);
-  if (!paused) app.statsVersion = null;
-  app.transport.setChannels(channels());
-  if (!paused) ui.renderPeople(app.presence, app.presenceCount);
+  if (app.scope && paused) app.feedOffset = unwatchLive();
+  else if (app.scope && !app.feed) watchLive(app.scope, app.feedOffset);
+  if (!paused) renderPeople();
   renderConn();
 }
 
@@ -367,7 +340,7 @@ function applyTheme(theme) {
 
 function setupControls() {
   $('#pause').addEventListener('click', () => setPaused(!app.paused));
-  $('#retry').addEventListener('click', () => app.transport.reconnectNow());
+  $('#retry').addEventListener('click', () => app.client?.reconnect());
   let theme = store.get('pulsehub.theme', 'auto');
   if (!THEMES.includes(theme)) theme = 'auto';
   applyTheme(theme);
@@ -377,21 +350,22 @@ function setupControls() {
     applyTheme(theme);
   });
   // Presence: tell the hub the person is here, at most once a minute, and
-  // at once when the hub has marked them idle.
+  // at once when the hub has marked them idle. Only on a live connection
+  // (not queued for later: it says "now").
   let lastActivity = 0;
+  const activity = () => {
+    lastActivity = Date.now();
+    if (app.client?.state === 'connected') app.client.activity('viewing', 'dashboard');
+  };
   const active = () => {
     if (document.visibilityState !== 'visible' || !app.auth) return;
-    const idle = app.presence.get(app.auth.claims.sub)?.status === 'idle';
+    const idle = app.presence?.get(app.auth.claims.sub)?.status === 'idle';
     if (!idle && Date.now() - lastActivity < 60_000) return;
-    lastActivity = Date.now();
-    app.transport.activity();
+    activity();
   };
   for (const type of ['pointerdown', 'keydown', 'wheel', 'touchstart']) addEventListener(type, active, { passive: true });
   document.addEventListener('visibilitychange', active);
-  app.activityNow = () => {
-    lastActivity = Date.now();
-    app.transport.activity();
-  };
+  app.activityNow = activity;
 }
 
 // ---- start ------------------------------------------------------------------------------------
@@ -403,32 +377,28 @@ async function main() {
   $('#me').textContent = claims.name || claims.sub;
   $('#me').title = `Signed in as ${claims.name || claims.sub} (${claims.sub})`;
   ui.me = claims.sub;
-  app.notes = new Notifications(claims.sub);
-  app.transport = new Transport({
-    token: app.auth.token,
-    onFrame,
-    onState: (s) => {
-      const wasLive = app.connState.mode === 'live';
-      app.connState = s;
-      renderConn();
-      if (s.mode === 'live' && !wasLive) app.activityNow();
-    },
-    sinceOf,
-    onAuthFailure: (why) => renewToken(why),
+  const client = new PulseClient('/ws', { token: app.auth.token, getToken, refreshMarginMs: REFRESH_MARGIN_MS });
+  app.client = client;
+  client.on('status', onStatus);
+  client.on('state', (state, status) => {
+    // Terminal: the hub kept refusing the tokens given to it.
+    if (state === 'closed') banner(`Disconnected: ${status.error?.message ?? 'the client closed'}.`, 'Reload', () => location.reload());
   });
+  // Problems the client deals with itself (a history read that failed, …).
+  client.on('error', (e) => console.warn(`pulsehub: ${e.code}: ${e.message}`));
+  onStatus(client.status);
+  app.notes = new Notifications(client, claims.sub);
   const scope = setupScopes();
   if (scope) {
     app.scope = scope;
     startSamples(scope);
     document.title = `${scope} · pulsehub`;
+    watchScope(scope);
   } else {
     banner('Your token grants no scope: ask for a token with at least one scope.');
   }
-  app.transport.setChannels(channels());
-  app.transport.start();
-  scheduleRefresh();
   // For the end-to-end tests and the curious: read-only view of the state.
-  window.pulsehub = { app, sinceOf };
+  window.pulsehub = { app, client };
 }
 
 main().catch((e) => {

@@ -1,12 +1,14 @@
 // Notifications: toasts by level, and a notification centre with an unread
 // count, clear-all and per-level pop-up preferences.
 //
-// History survives a reload through the hub: the `system` and `user:{id}`
-// channels are recoverable, so subscribing to them brings back their recent
-// notifications. What this browser has read or cleared is remembered as an
-// offset per channel (localStorage, per user), not as copies of the items.
-// Only notifications that arrive while the page is open (or that it missed
-// while reconnecting) pop up; history loaded with the page does not.
+// The list is the client's notifications view (`system` and `user:{id}`,
+// newest first, without duplicates). History survives a reload through the
+// hub: the channels are recoverable, so subscribing to them brings back their
+// recent notifications. What this browser has read or cleared is remembered
+// as an offset per channel (localStorage, per user), not as copies of the
+// items, and applied to the view as items arrive. Only notifications that
+// arrive while the page is open (or that it missed while reconnecting) pop
+// up; what a channel already had when the page subscribed does not.
 
 import { $, ago, h, icon, store } from './util.js';
 
@@ -17,12 +19,15 @@ const MAX_TOASTS = 4;
 const MAX_ITEMS = 100;
 
 export class Notifications {
-  constructor(userId) {
+  /**
+   * @param {import('/sdk/pulsehub.js').PulseClient} client
+   * @param {string} userId
+   */
+  constructor(client, userId) {
     this.key = (what) => `pulsehub.notify.${userId}.${what}`;
     this.read = store.get(this.key('read'), {});
     this.cleared = store.get(this.key('cleared'), {});
     this.muted = store.get(this.key('muted'), {});
-    this.items = new Map(); // `${channel}#${offset}` -> frame
     this.floor = new Map(); // channel -> highest offset that must not pop up
     this.burst = [];
     this.els = {
@@ -34,6 +39,13 @@ export class Notifications {
       toasts: $('#toasts'),
     };
     this.wire();
+    this.view = client.notifications({
+      limit: MAX_ITEMS,
+      onSubscribed: (info) => this.subscribed(info),
+      onReset: (info) => this.reset(info),
+      onNotification: (entry) => this.arrived(entry),
+      onChange: () => this.scheduleRender(),
+    });
     this.render();
   }
 
@@ -71,70 +83,66 @@ export class Notifications {
     this.els.bell.focus();
   }
 
-  /** `subscribed` on a notification channel. */
-  subscribed(frame) {
-    const { channel, offset } = frame;
-    // The hub's history restarted (a new database): old marks mean nothing.
-    for (const marks of [this.read, this.cleared]) {
-      if ((marks[channel] ?? 0) > offset) marks[channel] = 0;
-    }
-    if (!frame.recovered) {
-      for (const k of [...this.items.keys()]) if (k.startsWith(`${channel}#`)) this.items.delete(k);
-    }
-    // History delivered with the first subscription does not pop up.
+  /** A (re)subscription of a channel; `offset` is its latest. */
+  subscribed({ channel, offset }) {
+    this.rebase(channel, offset);
     if (!this.floor.has(channel)) this.floor.set(channel, offset);
-    this.render();
   }
 
-  /** A `notification` frame. */
-  add(frame) {
-    const { channel, offset } = frame;
-    const id = `${channel}#${offset}`;
-    if (this.items.has(id) || offset <= (this.cleared[channel] ?? 0)) return;
-    this.items.set(id, frame);
-    if (this.items.size > MAX_ITEMS) {
-      const oldest = this.sorted().pop();
-      this.items.delete(`${oldest.channel}#${oldest.offset}`);
+  /** The channel cannot go on from where the page was: its latest items follow. */
+  reset({ channel, offset, reason }) {
+    this.rebase(channel, offset ?? 0);
+    if (reason !== 'rewound') return;
+    // A new history (a new database): what the page holds has the old offsets.
+    this.floor.set(channel, Math.min(this.floor.get(channel) ?? 0, offset ?? 0));
+    for (const item of this.view.items) if (item.channel === channel) this.view.dismiss(item.id);
+  }
+
+  /** Marks past the channel's latest offset belong to an earlier history: forgotten. */
+  rebase(channel, offset) {
+    for (const [what, marks] of [['read', this.read], ['cleared', this.cleared]]) {
+      if ((marks[channel] ?? 0) > offset) {
+        marks[channel] = 0;
+        store.set(this.key(what), marks);
+      }
     }
+  }
+
+  /** A notification new to the view. */
+  arrived(entry) {
+    const { channel, offset } = entry;
+    if (offset <= (this.cleared[channel] ?? 0)) {
+      this.view.dismiss(entry.id);
+      return;
+    }
+    if (offset <= (this.read[channel] ?? 0)) this.view.markRead(entry.id);
     if (offset > (this.floor.get(channel) ?? 0)) {
       this.floor.set(channel, offset);
-      if (!this.els.centre.hidden) this.markRead(channel, offset);
-      else this.popUp(frame);
+      if (!this.els.centre.hidden) this.markRead(entry);
+      else this.popUp(entry);
     }
-    this.scheduleRender();
   }
 
-  sorted() {
-    return [...this.items.values()].sort(
-      (a, b) => Date.parse(b.notification.at) - Date.parse(a.notification.at) || b.offset - a.offset,
-    );
-  }
-
-  unread() {
-    let n = 0;
-    for (const f of this.items.values()) if (f.offset > (this.read[f.channel] ?? 0)) n += 1;
-    return n;
-  }
-
-  markRead(channel, offset) {
-    if (offset > (this.read[channel] ?? 0)) {
-      this.read[channel] = offset;
+  markRead(entry) {
+    if (entry.offset > (this.read[entry.channel] ?? 0)) {
+      this.read[entry.channel] = entry.offset;
       store.set(this.key('read'), this.read);
     }
+    this.view.markRead(entry.id);
   }
 
   markAllRead() {
-    for (const f of this.items.values()) this.markRead(f.channel, f.offset);
+    for (const item of this.view.items) this.markRead(item);
     this.renderBadge();
   }
 
   clearAll() {
-    for (const f of this.items.values()) {
-      this.cleared[f.channel] = Math.max(this.cleared[f.channel] ?? 0, f.offset);
-      this.markRead(f.channel, f.offset);
+    for (const item of this.view.items) {
+      this.cleared[item.channel] = Math.max(this.cleared[item.channel] ?? 0, item.offset);
+      this.markRead(item);
+      this.view.dismiss(item.id);
     }
     store.set(this.key('cleared'), this.cleared);
-    this.items.clear();
     this.render();
   }
 
@@ -147,7 +155,7 @@ export class Notifications {
   }
 
   renderBadge() {
-    const n = this.unread();
+    const n = this.view.unread;
     const { badge, bell } = this.els;
     badge.hidden = n === 0;
     badge.textContent = n > 99 ? '99+' : String(n);
@@ -158,22 +166,21 @@ export class Notifications {
   render() {
     this.renderBadge();
     if (this.els.centre.hidden) return;
-    const items = this.sorted();
+    const items = this.view.items;
     this.els.empty.hidden = items.length > 0;
     this.els.list.replaceChildren(
-      ...items.map((f) => {
-        const n = f.notification;
+      ...items.map((n) => {
         const level = LEVELS.includes(n.level) ? n.level : 'info';
         return h(
           'li',
-          { class: `note level-${level}${f.offset > (this.read[f.channel] ?? 0) ? ' unread' : ''}`, dataset: { offset: f.offset, channel: f.channel } },
+          { class: `note level-${level}${n.read ? '' : ' unread'}`, dataset: { offset: n.offset, channel: n.channel } },
           icon(level, { className: 'note-icon' }),
           h(
             'div',
             { class: 'note-body' },
             h('p', { class: 'note-title' }, h('span', { class: 'visually-hidden', text: `${level}: ` }), n.title ?? ''),
             n.body ? h('p', { class: 'note-text', text: n.body }) : null,
-            h('p', { class: 'note-meta' }, h('time', { datetime: n.at, dataset: { at: n.at }, text: ago(n.at) }), f.channel === 'system' ? ' · system' : ' · for you'),
+            h('p', { class: 'note-meta' }, h('time', { datetime: n.at, dataset: { at: n.at }, text: ago(n.at) }), n.channel === 'system' ? ' · system' : ' · for you'),
           ),
         );
       }),
@@ -184,11 +191,11 @@ export class Notifications {
     for (const t of document.querySelectorAll('#notes time[data-at]')) t.textContent = ago(t.dataset.at);
   }
 
-  popUp(frame) {
-    const level = LEVELS.includes(frame.notification.level) ? frame.notification.level : 'info';
+  popUp(entry) {
+    const level = LEVELS.includes(entry.level) ? entry.level : 'info';
     if (this.muted[level]) return;
     // Many at once (a reconnect's catch-up): one summary instead of a flood.
-    this.burst.push(frame);
+    this.burst.push(entry);
     if (this.burstTimer) return;
     this.burstTimer = setTimeout(() => {
       const burst = this.burst;
@@ -197,10 +204,7 @@ export class Notifications {
       if (burst.length > 3) {
         this.toast('info', `${burst.length} new notifications`, 'Open the notification centre to read them.', () => this.open());
       } else {
-        for (const f of burst) {
-          const lv = LEVELS.includes(f.notification.level) ? f.notification.level : 'info';
-          this.toast(lv, f.notification.title, f.notification.body);
-        }
+        for (const n of burst) this.toast(LEVELS.includes(n.level) ? n.level : 'info', n.title, n.body);
       }
     }, 50);
   }

@@ -9,6 +9,7 @@
 // The page reads the token's claims (sub, name, scopes, exp) for display and
 // for the scope chooser only; the hub verifies it.
 
+import { tokenClaims } from '/sdk/pulsehub.js';
 import { store } from './util.js';
 
 const TOKEN_KEY = 'pulsehub.token';
@@ -16,17 +17,10 @@ const IDENTITY_KEY = 'pulsehub.identity';
 /** Tokens closer than this to expiry are not reused. */
 const MIN_LIFETIME_S = 120;
 
-/** The claims of a JWT, unverified; null when it is not one. */
+/** The claims of a JWT with a subject, unverified; null when it is not one. */
 export function claimsOf(token) {
-  try {
-    const part = token.split('.')[1];
-    const b64 = part.replace(/-/g, '+').replace(/_/g, '/').padEnd(Math.ceil(part.length / 4) * 4, '=');
-    const json = new TextDecoder().decode(Uint8Array.from(atob(b64), (c) => c.charCodeAt(0)));
-    const claims = JSON.parse(json);
-    return claims && typeof claims.sub === 'string' ? claims : null;
-  } catch {
-    return null;
-  }
+  const claims = tokenClaims(token);
+  return claims && typeof claims.sub === 'string' ? claims : null;
 }
 
 const secondsLeft = (claims) => (claims?.exp ?? 0) - Date.now() / 1000;

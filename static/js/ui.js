@@ -7,7 +7,7 @@ import { describe, iconOf, KIND_ORDER, kindLabel, plural } from './sentences.js'
 import { drawSparkline } from './sparkline.js';
 import { $, ago, clockTime, count, flash, fmt, h, hue, humanize, icon, initials } from './util.js';
 
-const FEED_MAX = 50;
+export const FEED_MAX = 50;
 
 /** Lifecycle order of well-known states; others follow alphabetically. */
 const STATE_ORDER = ['pending', 'queued', 'open', 'in_progress', 'used', 'answered', 'completed', 'approved', 'closed', 'rejected'];

@@ -3,37 +3,10 @@
 //! uses stream keys of its own on the shared Redis.
 
 use crate::helpers::*;
-use diesel::sql_types::BigInt;
-use diesel_async::RunQueryDsl;
 use pulsehub::source::decode::MAX_MESSAGE_BYTES;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::time::Duration;
-
-fn check_in(event: &str, i: usize) -> Value {
-    json!({"type": "CHECK_IN_PROCESSED", "eventId": event, "organizationId": "org_abc123",
-           "checkInData": {"id": format!("user_{i}"), "name": format!("Guest {i}")}})
-}
-
-fn counter(event: &str, kind: &str) -> Value {
-    json!({"type": kind, "eventId": event, "organizationId": "org_abc123"})
-}
-
-/// The actor ids of feed items, in order.
-fn actors(feed: &[Value]) -> Vec<String> {
-    feed.iter()
-        .map(|f| {
-            f["event"]["actor"]["id"]
-                .as_str()
-                .unwrap_or("-")
-                .to_string()
-        })
-        .collect()
-}
-
-fn users(range: std::ops::Range<usize>) -> Vec<String> {
-    range.map(|i| format!("user_{i}")).collect()
-}
 
 fn series(name: &str, stream: &str) -> String {
     format!("pulsehub_source_{name}_total{{source=\"redis_streams\",stream=\"{stream}\"}}")
@@ -354,50 +327,7 @@ async fn a_full_ingest_queue_holds_the_batch_until_it_fits() {
     .await;
     app.wait_ready().await;
 
-    // Commits wait behind a lock this test holds, so the queue fills up.
-    let mut lock = app.db().await;
-    diesel::sql_query("BEGIN").execute(&mut lock).await.unwrap();
-    diesel::sql_query("LOCK TABLE channel_offsets IN EXCLUSIVE MODE")
-        .execute(&mut lock)
-        .await
-        .unwrap();
-    let filler = |tag: &str| events("filler", tag, 10);
-    let stuck = {
-        let (http, url) = (app.http.clone(), app.url("/api/events"));
-        let body = filler("stuck");
-        actix_web::rt::spawn(async move {
-            http.post(url)
-                .bearer_auth(INGEST_KEY)
-                .json(&body)
-                .send()
-                .await
-        })
-    };
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let waiting: i64 = diesel::select(diesel::dsl::sql::<BigInt>(
-            "(SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
-             AND datname = current_database())",
-        ))
-        .get_result(&mut lock)
-        .await
-        .unwrap();
-        if waiting > 0 {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "commit not blocked");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // Fill the queue: a request that is not answered at once is queued
-    // (its events are committed later); the next one is refused.
-    for n in 0.. {
-        let body = filler(&format!("f{n}"));
-        match tokio::time::timeout(Duration::from_millis(300), app.post_events(&body)).await {
-            Ok((503, _)) => break,
-            Ok((status, body)) => panic!("{status} {body}"),
-            Err(_) => continue,
-        }
-    }
+    let jam = app.jam_ingest().await;
 
     let messages: Vec<_> = (0..5).map(|i| check_in(scope, i)).collect();
     streams.add_all(&stream, &messages).await;
@@ -408,13 +338,9 @@ async fn a_full_ingest_queue_holds_the_batch_until_it_fits() {
     assert!(pending > 0, "the batch is held");
     assert_eq!(pending + lag.unwrap(), 5, "nothing acknowledged");
 
-    diesel::sql_query("ROLLBACK")
-        .execute(&mut lock)
-        .await
-        .unwrap();
+    jam.release().await;
     let feed = app.feed_reaches(scope, 5, "after the queue drained").await;
     assert_eq!(actors(&feed), users(0..5), "nothing dropped");
-    assert_eq!(stuck.await.unwrap().unwrap().status(), 202);
     app.metric_reaches(&series("messages", &stream), 5.0).await;
     assert_eq!(streams.group(&stream, "pulsehub").await.0, 0);
 }

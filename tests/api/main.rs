@@ -7,6 +7,7 @@ mod cluster;
 mod dashboard;
 mod helpers;
 mod ingest;
+mod kafka;
 mod lifecycle;
 mod limits;
 mod origin;

@@ -13,6 +13,9 @@
 //   closed       → terminal: `close()`, or the token was refused or expired
 //                  and `getToken` could not replace it (`status.reason`,
 //                  `status.error`, and an `error` event)
+// While the client waits for `getToken` because it has no token that works
+// (none yet, refused, expired), `status.awaitingToken` says why; a lost
+// WebSocket shows `reconnecting` (or `connecting`) meanwhile.
 //
 // WebSocket rules (from the dashboard's transport.js):
 // - `/ws?token=…`; `welcome` within `welcomeTimeoutMs` or the attempt fails.
@@ -73,6 +76,9 @@ import { FeedView, NotificationsView, PresenceView, StatsView } from './views.js
  * @property {string | null} instance the hub instance of the current connection
  * @property {string | null} session the hub's session id of the current connection
  * @property {UserRef | null} user who the hub says we are
+ * @property {"initial" | "refused" | "expired" | null} awaitingToken the client waits for `getToken` because it
+ *   has no token that works: none yet, the hub refused it, or it expired (null otherwise, also while a token
+ *   that still works is refreshed)
  * @property {string | null} reason why the client is closed: "client" (close()), "unauthorized"
  * @property {PulseError | null} error the error that closed the client
  */
@@ -281,6 +287,7 @@ export class PulseClient extends Emitter {
       instance: null,
       session: null,
       user: null,
+      awaitingToken: null,
       reason: null,
       error: null,
     };
@@ -462,12 +469,14 @@ export class PulseClient extends Emitter {
   async _start() {
     if (this._mode === 'closed') return;
     if (!this._token) {
+      this._patch({ awaitingToken: 'initial' });
       try {
         await this._refresh('initial');
       } catch (e) {
         this._terminate('unauthorized', `getToken gave no token: ${messageOf(e)}`, e);
         return;
       }
+      this._patch({ awaitingToken: null });
     }
     this._scheduleRefresh();
     this._connect();
@@ -1119,6 +1128,10 @@ export class PulseClient extends Emitter {
       return;
     }
     this._authInFlight = true;
+    // Nothing works until getToken answers: say so, and do not stay
+    // `connected` on a socket the hub closed because the token expired.
+    if (this._mode === 'ws') this._set(this._everConnected ? 'reconnecting' : 'connecting', { transport: 'ws', retryAt: null, awaitingToken: why });
+    else this._patch({ awaitingToken: why });
     try {
       await this._refresh(why);
     } catch (e) {
@@ -1128,6 +1141,7 @@ export class PulseClient extends Emitter {
     }
     this._authInFlight = false;
     if (this._isClosed()) return;
+    this._patch({ awaitingToken: null });
     if (this._mode === 'poll') {
       // Loops that met the 401 have stopped: start them again.
       this._poller?.stop();
@@ -1183,7 +1197,7 @@ export class PulseClient extends Emitter {
     const ws = this._ws;
     this._ws = null;
     this._live = false;
-    this._set('closed', { transport: null, retryAt: null, session: null, reason, error });
+    this._set('closed', { transport: null, retryAt: null, session: null, awaitingToken: null, reason, error });
     if (!ws) return Promise.resolve();
     return new Promise((resolve) => {
       /** @type {ReturnType<typeof setTimeout> | undefined} */

@@ -223,12 +223,18 @@ export class FeedView extends Emitter {
  * @property {number} [limit] notifications kept (default 50)
  * @property {(entry: NotificationEntry) => void} [onNotification]
  * @property {(items: NotificationEntry[]) => void} [onChange]
+ * @property {(info: SubscribedInfo) => void} [onSubscribed] each channel's every (re)subscription: its latest
+ *   `offset` tells which notifications were there already (history) and which are new
+ * @property {(info: ResetInfo) => void} [onReset] a channel cannot continue from where it was (see ResetInfo);
+ *   its latest notifications follow
  */
 
 /**
  * @typedef {{
  *   notification: (entry: NotificationEntry) => void,
  *   change: (items: NotificationEntry[]) => void,
+ *   subscribed: (info: SubscribedInfo) => void,
+ *   reset: (info: ResetInfo) => void,
  *   error: (error: PulseError) => void,
  * }} NotificationsEvents
  */
@@ -249,6 +255,8 @@ export class NotificationsView extends Emitter {
     this._closed = false;
     if (options.onNotification) this.on('notification', options.onNotification);
     if (options.onChange) this.on('change', options.onChange);
+    if (options.onSubscribed) this.on('subscribed', options.onSubscribed);
+    if (options.onReset) this.on('reset', options.onReset);
     /** @type {Promise<void>[]} */
     const ready = [];
     if (options.system !== false) ready.push(this._add(client, 'system'));
@@ -288,6 +296,8 @@ export class NotificationsView extends Emitter {
   _add(client, channel) {
     const sub = client.subscribe(channel, {
       onMessage: (frame) => this._add1(/** @type {NotificationFrame} */ (frame)),
+      onSubscribed: (info) => this._emit('subscribed', info),
+      onReset: (info) => this._emit('reset', info),
       onError: (error) => this._emit('error', error),
     });
     this.subscriptions.push(sub);

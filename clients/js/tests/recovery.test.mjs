@@ -105,17 +105,35 @@ test('history pruned below the position: one reset naming the missed offsets, th
 
 test('a hub with a new database (offsets went back): reset "rewound", then the new items', async () => {
   const scope = 'rewound';
-  const client = connect(hub.wsUrl, { token: mintToken({ scopes: [scope] }), reconnectMaxMs: 1500 });
+  const client = connect(hub.wsUrl, { token: mintToken({ sub: 'rewinder', scopes: [scope] }), reconnectMaxMs: 1500 });
   try {
     const feed = record(client, `feed:${scope}`);
     const stats = client.stats(scope);
-    await Promise.all([feed.sub.ready, stats.ready]);
+    // The notifications helper passes on each channel's subscriptions and resets, in order with its items.
+    const notes = [];
+    const view = client.notifications({
+      system: false,
+      onSubscribed: (i) => notes.push(['subscribed', i.channel, i.offset, i.resumed]),
+      onReset: (i) => notes.push(['reset', i.channel, i.reason, i.since]),
+      onNotification: (n) => notes.push(['notification', n.channel, n.offset]),
+    });
+    await Promise.all([feed.sub.ready, stats.ready, view.ready]);
     await hub.postEvents(range(1, 6).map((n) => checkIn(scope, 'Maria', n)));
-    await until(() => feed.frames.length === 6 && stats.stats?.counts.check_in === 6, { what: 'six events' });
+    await hub.notify({ target: 'user:rewinder', level: 'info', title: 'old 1' });
+    await hub.notify({ target: 'user:rewinder', level: 'info', title: 'old 2' });
+    await until(() => feed.frames.length === 6 && stats.stats?.counts.check_in === 6 && view.items.length === 2, { what: 'six events, two notifications' });
 
     await hub.restart({ fresh: true });
     await waitFor(client, 'connected');
     await until(() => feed.resets.length === 1, { what: 'the reset' });
+    await until(() => notes.some(([what]) => what === 'reset'), { what: "the notifications' reset" });
+    assert.deepEqual(notes, [
+      ['subscribed', 'user:rewinder', 0, false],
+      ['notification', 'user:rewinder', 1],
+      ['notification', 'user:rewinder', 2],
+      ['subscribed', 'user:rewinder', 0, true],
+      ['reset', 'user:rewinder', 'rewound', 2],
+    ]);
     await hub.postEvents(range(1, 2).map((n) => checkIn(scope, 'Ahmed', n)));
     await until(() => feed.frames.length === 8, { what: 'new items' });
 

@@ -49,6 +49,40 @@ test('getToken is asked before `exp`, the new token is sent as `refresh`, the co
   }
 });
 
+test('a token that expires while getToken is still asking: reconnecting, awaitingToken "expired", then live again with nothing missed', async () => {
+  // As when getToken asks the person for a token and they answer late.
+  const scope = 'late-answer';
+  const asked = [];
+  /** @type {(token: string) => void} */
+  let answer = () => {};
+  const client = connect(hub.wsUrl, {
+    token: mintToken({ sub: 'dora', scopes: [scope], ttlS: 2 }),
+    getToken: ({ reason }) => {
+      asked.push(reason);
+      return new Promise((resolve) => (answer = resolve));
+    },
+  });
+  try {
+    const feed = record(client, `feed:${scope}`);
+    await feed.sub.ready;
+    assert.equal(client.status.awaitingToken, null);
+    await until(() => client.status.awaitingToken === 'expired', { what: 'awaitingToken "expired"', timeoutMs: 6000 });
+    // The hub closed the connection (1008): not `connected` any more.
+    assert.equal(client.state, 'reconnecting');
+    assert.equal(client.status.retryAt, null);
+    assert.deepEqual(asked, ['expiring'], 'the one question still open, not a second one');
+    await hub.postEvents([checkIn(scope)]);
+    answer(mintToken({ sub: 'dora', scopes: [scope], ttlS: 60 }));
+    await waitFor(client, 'connected');
+    assert.equal(client.status.awaitingToken, null);
+    await until(() => feed.frames.length === 1, { what: 'the event posted while the client waited' });
+    assert.deepEqual(client.states, ['connecting', 'connected', 'reconnecting', 'connected']);
+    assert.deepEqual(feed.resets, []);
+  } finally {
+    await client.close();
+  }
+});
+
 test('a token that expires with no getToken: closed, reason "unauthorized", an error event', async () => {
   const client = connect(hub.wsUrl, { token: mintToken({ ttlS: 2 }) });
   try {
@@ -95,13 +129,14 @@ test('a refused token goes to getToken, and its token connects', async () => {
   const client = connect(hub.wsUrl, {
     token: mintToken({ secret: 'not-the-hub-secret' }),
     getToken: ({ reason }) => {
-      asked.push(reason);
+      asked.push([reason, client.state, client.status.awaitingToken]);
       return mintToken();
     },
   });
   try {
     await waitFor(client, 'connected');
-    assert.deepEqual(asked, ['refused']);
+    assert.deepEqual(asked, [['refused', 'connecting', 'refused']]);
+    assert.equal(client.status.awaitingToken, null);
   } finally {
     await client.close();
   }
@@ -111,7 +146,7 @@ test('getToken alone gives the first token', async () => {
   const asked = [];
   const client = connect(hub.wsUrl, {
     getToken: async ({ reason }) => {
-      asked.push(reason);
+      asked.push([reason, client.status.awaitingToken]);
       return mintToken({ sub: 'carol' });
     },
   });
@@ -119,7 +154,8 @@ test('getToken alone gives the first token', async () => {
     const notes = client.notifications();
     await waitFor(client, 'connected');
     await notes.ready;
-    assert.deepEqual(asked, ['initial']);
+    assert.deepEqual(asked, [['initial', 'initial']]);
+    assert.equal(client.status.awaitingToken, null);
     assert.deepEqual(notes.subscriptions.map((s) => s.channel).sort(), ['system', 'user:carol']);
   } finally {
     await client.close();

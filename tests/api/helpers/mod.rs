@@ -11,15 +11,21 @@
 //! - `redis`: the shared Redis and [`PrivateRedis`];
 //! - `feed`: event batches, frame offsets, the nothing-stored check;
 //! - `streams`: [`TestStreams`], Redis stream keys of a test's own, and the
-//!   hub's feed and metrics read back.
+//!   hub's feed and metrics read back;
+//! - `kafka`: [`Tansu`], a Kafka-API broker of a test's own;
+//! - `seed`: seed 001's bus messages and the feed's actors read back;
+//! - `jam`: [`Jam`], an ingest queue made full for backpressure tests.
 
 mod app;
 mod config;
 mod database;
 mod feed;
 mod hub_process;
+mod jam;
+mod kafka;
 mod raw_ws;
 mod redis;
+mod seed;
 mod streams;
 mod ws;
 
@@ -28,7 +34,9 @@ pub use config::*;
 pub use database::*;
 pub use feed::*;
 pub use hub_process::*;
+pub use kafka::*;
 pub use raw_ws::*;
 pub use redis::*;
+pub use seed::*;
 pub use streams::*;
 pub use ws::*;

@@ -132,7 +132,11 @@ export class Hub {
   async stop() {
     if (!this.proc || this.proc.exitCode !== null || this.proc.signalCode !== null) return;
     this.proc.kill('SIGTERM');
-    const done = await Promise.race([this.exited, sleep(15_000).then(() => null)]);
+    // A timer cleared once the hub is gone: a pending 15 s one would keep
+    // the test process (and so the test file) alive after the last test.
+    let timer;
+    const done = await Promise.race([this.exited, new Promise((r) => (timer = setTimeout(() => r(null), 15_000)))]);
+    clearTimeout(timer);
     if (!done) {
       this.proc.kill('SIGKILL');
       await this.exited;

@@ -11,7 +11,8 @@ const client = new PulseClient('ws://host:8080/ws', {
 });
 client.on('state', (state: ConnectionState, status: ConnectionStatus) => {
   const retryAt: number | null = status.retryAt;
-  void retryAt;
+  const waiting: 'initial' | 'refused' | 'expired' | null = status.awaitingToken;
+  void retryAt, waiting;
   void state;
 });
 // @ts-expect-error: not a state
@@ -50,7 +51,11 @@ client.subscribe('feed:demo', { onMessage: (frame) => frame.stats });
 const stats = client.stats('demo', { onChange: (s, changed) => void [s.counts, changed] });
 const presence = client.presence('demo');
 const events: FeedEntry[] = client.feed('demo', { limit: 50 }).events;
-const notes = client.notifications({ user: true });
+const notes = client.notifications({
+  user: true,
+  onSubscribed: (info: SubscribedInfo) => void info.offset,
+  onReset: (info: ResetInfo) => void info.reason,
+});
 
 async function main(): Promise<void> {
   const info = await feed.ready;

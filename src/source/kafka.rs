@@ -1,0 +1,589 @@
+//! Kafka source: consumes `PULSEHUB_KAFKA_TOPICS` in one consumer group
+//! that every replica joins (librdkafka through `rdkafka`, cooperative
+//! rebalancing), with the guarantees of `POST /api/events`.
+//!
+//! Contract:
+//! - One task per replica reads the assigned partitions and handles one
+//!   batch after the other (the messages already fetched, up to
+//!   `PULSEHUB_KAFKA_BATCH`), so a partition's messages reach the feed in
+//!   partition order. A partition is read by one replica at a time;
+//!   rebalances happen between batches.
+//! - A message's offset is stored for commit only after its event is
+//!   committed to PostgreSQL (stored, or a duplicate of a key stored
+//!   before) or after it was dead-lettered; librdkafka commits stored
+//!   offsets every second, on a revoke and on close. A message's key
+//!   defaults to `kafka:{topic}:{partition}:{offset}`, so a redelivery
+//!   (after a crash or a rebalance) is a duplicate: never stored or
+//!   counted twice.
+//! - When ingest answers `unavailable` (queue full, database down) the
+//!   assigned partitions are paused, the same batch is offered again after
+//!   a pause, and they resume once it is committed: nothing dropped,
+//!   nothing buffered beyond librdkafka's bounded prefetch.
+//! - A bad message (no payload, too large, not JSON, not mappable,
+//!   invalid) is produced to its dead-letter topic
+//!   (`PULSEHUB_KAFKA_DEAD_LETTER_TOPIC`) with its key, payload and headers
+//!   and `dlq_reason`, `dlq_error`, `dlq_topic`, `dlq_partition`,
+//!   `dlq_offset`, `dlq_group` headers, counted and logged once. Its offset
+//!   is stored only once the dead letter is acknowledged: while the
+//!   dead-letter topic cannot be written, the batch is held (and retried).
+//! - `/ready` names a topic whose brokers cannot be reached or that does
+//!   not exist; the lag of the assigned partitions is a gauge.
+//! - A graceful stop finishes the batch in hand, then leaves the group
+//!   (committing what is stored), so another replica takes over at once.
+
+use super::batch::{commit_messages, Fate, Shared};
+use super::decode::{Reason, Refusal};
+use crate::config::Config;
+use crate::events::NewEvent;
+use crate::metrics::{DeadLetterLabels, Metrics, StreamLabels};
+use chrono::Utc;
+use futures_util::FutureExt;
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// The `source` label and `/ready` component prefix.
+pub const NAME: &str = "kafka";
+/// How often health and lag are probed.
+const PROBE_EVERY: Duration = Duration::from_secs(2);
+/// Every blocking broker call and every dead letter gives up after this.
+const TIMEOUT: Duration = Duration::from_secs(5);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Longest pause before a held batch is offered again.
+const RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// What the consumer needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub brokers: String,
+    pub topics: Vec<String>,
+    pub group: String,
+    /// This replica's name (the Kafka `client.id`).
+    pub client_id: String,
+    /// Dead-letter topic per topic.
+    pub dead_letters: HashMap<String, String>,
+    /// `PULSEHUB_KAFKA_PROPERTIES`, applied last.
+    pub properties: Vec<(String, String)>,
+    pub batch: usize,
+}
+
+impl Settings {
+    /// `None` when Kafka is not configured (checked by `Config::validate`).
+    pub fn from_config(config: &Config, instance: &str) -> Option<Settings> {
+        let brokers = config.kafka_brokers.as_deref()?.trim();
+        let topics = config.kafka_topics();
+        if brokers.is_empty() || topics.is_empty() {
+            return None;
+        }
+        Some(Settings {
+            brokers: brokers.to_string(),
+            dead_letters: topics
+                .iter()
+                .map(|t| (t.clone(), config.dead_letter_topic(t)))
+                .collect(),
+            topics,
+            group: config.kafka_group.clone(),
+            client_id: instance.to_string(),
+            properties: config.kafka_properties().unwrap_or_default(),
+            // A batch larger than the ingest queue could never be taken.
+            batch: config.kafka_batch.min(config.ingest_queue).max(1),
+        })
+    }
+
+    /// The consumer's librdkafka configuration: offsets stored by the hub
+    /// and committed by librdkafka; the operator's properties last.
+    fn consumer(&self) -> ClientConfig {
+        let mut c = self.common();
+        c.set("group.id", &self.group)
+            .set("enable.auto.commit", "true")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.commit.interval.ms", "1000")
+            .set("auto.offset.reset", "latest")
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            // A replica that dies loses its partitions after this, not 45 s.
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000");
+        self.apply_properties(c)
+    }
+
+    fn producer(&self) -> ClientConfig {
+        let mut c = self.common();
+        c.set("message.timeout.ms", TIMEOUT.as_millis().to_string());
+        self.apply_properties(c)
+    }
+
+    fn common(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers)
+            .set("client.id", &self.client_id);
+        c
+    }
+
+    fn apply_properties(&self, mut c: ClientConfig) -> ClientConfig {
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c
+    }
+}
+
+/// Starts the replica's consumer (on the current actix runtime) and its
+/// health and lag probe.
+pub fn start(settings: Settings, shared: Shared) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let shared = Arc::new(shared);
+    let components: Vec<String> = settings
+        .topics
+        .iter()
+        .map(|t| format!("{NAME}:{t}"))
+        .collect();
+    for c in &components {
+        shared.health.register(c);
+    }
+    let labels: HashMap<String, StreamLabels> = settings
+        .topics
+        .iter()
+        .map(|t| (t.clone(), Metrics::stream(NAME, t)))
+        .collect();
+    let context = Context {
+        shared: shared.clone(),
+        components,
+        labels: labels.values().cloned().collect(),
+    };
+    let consumer: StreamConsumer<Context> = settings
+        .consumer()
+        .create_with_context(context)
+        .map_err(|e| anyhow::anyhow!("Kafka consumer: {e}"))?;
+    let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
+    consumer
+        .subscribe(&topics)
+        .map_err(|e| anyhow::anyhow!("Kafka subscribe {topics:?}: {e}"))?;
+    let producer: FutureProducer = settings
+        .producer()
+        .create()
+        .map_err(|e| anyhow::anyhow!("Kafka dead-letter producer: {e}"))?;
+    tracing::info!(
+        brokers = %settings.brokers,
+        topics = ?settings.topics,
+        group = %settings.group,
+        "consuming kafka topics"
+    );
+    let consumer = Arc::new(consumer);
+    let settings = Arc::new(settings);
+    let probe = actix::spawn(probe(consumer.clone(), settings.clone(), shared.clone()));
+    let worker = Worker {
+        settings,
+        shared,
+        producer,
+        labels,
+    };
+    let run = actix::spawn(async move {
+        worker.run(&consumer).await;
+        // The probe ends on the stop signal too; then leaving the group
+        // (it commits what is stored) blocks, so off the runtime's threads.
+        let _ = probe.await;
+        let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
+        tracing::info!("kafka consumer stopped");
+    });
+    Ok(vec![run])
+}
+
+/// librdkafka's callbacks: errors turn the topics' health down.
+struct Context {
+    shared: Arc<Shared>,
+    components: Vec<String>,
+    labels: Vec<StreamLabels>,
+}
+
+impl ClientContext for Context {
+    fn error(&self, error: KafkaError, reason: &str) {
+        // librdkafka reconnects by itself; this says why nothing flows.
+        tracing::warn!(%error, reason, "kafka");
+        for l in &self.labels {
+            self.shared.metrics.source.errors.get_or_create(l).inc();
+        }
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            for c in &self.components {
+                self.shared.health.down(c, reason);
+            }
+        }
+    }
+}
+
+impl ConsumerContext for Context {}
+
+struct Worker {
+    settings: Arc<Settings>,
+    shared: Arc<Shared>,
+    producer: FutureProducer,
+    labels: HashMap<String, StreamLabels>,
+}
+
+impl Worker {
+    async fn run(&self, consumer: &StreamConsumer<Context>) {
+        let mut stop = self.shared.stopping.clone();
+        loop {
+            let first = tokio::select! {
+                m = consumer.recv() => m,
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            let mut batch = match first {
+                Ok(m) => vec![m],
+                Err(e) => {
+                    // Fetch errors are per partition and retried by librdkafka.
+                    tracing::warn!(error = %e, "kafka: receiving");
+                    if self.pause(BACKOFF_MIN).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            // What is fetched already joins the batch; nothing waits for more.
+            while batch.len() < self.settings.batch {
+                match consumer.recv().now_or_never() {
+                    Some(Ok(m)) => batch.push(m),
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "kafka: receiving");
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            if !self.handle(consumer, &batch).await {
+                // Stopping with the batch unacknowledged: its offsets are
+                // not stored, so the next owner reads it again.
+                return;
+            }
+        }
+    }
+
+    /// Commits one batch, dead-letters what was refused and stores the
+    /// offsets; `false` when the hub stops first.
+    async fn handle(
+        &self,
+        consumer: &StreamConsumer<Context>,
+        batch: &[BorrowedMessage<'_>],
+    ) -> bool {
+        let now = Utc::now();
+        let decoded: Vec<Result<NewEvent, Refusal>> =
+            batch.iter().map(|m| self.decode(m, now)).collect();
+        let started = std::time::Instant::now();
+        let Some(fates) = self.commit(consumer, &decoded).await else {
+            return false;
+        };
+        if decoded.iter().any(Result::is_ok) {
+            self.shared
+                .metrics
+                .source
+                .commit_seconds
+                .observe(started.elapsed().as_secs_f64());
+        }
+        let refused: Vec<(&BorrowedMessage<'_>, &Refusal)> = batch
+            .iter()
+            .zip(&fates)
+            .filter_map(|(m, f)| match f {
+                Fate::Refused(r) => Some((m, *r)),
+                _ => None,
+            })
+            .collect();
+        if !self.dead_letter(&refused).await {
+            return false;
+        }
+
+        // The next offset to read, per partition: the batch is in order.
+        let mut next: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+        for m in batch {
+            next.insert((m.topic(), m.partition()), m.offset() + 1);
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), offset) in &next {
+            // Infallible for an offset (only `Offset::Invalid` could fail).
+            let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
+        }
+        if let Err(e) = consumer.store_offsets(&tpl) {
+            // A partition revoked meanwhile: its new owner reads the batch
+            // again, and finds duplicates.
+            tracing::info!(error = %e, "kafka: offsets not stored");
+        }
+
+        let m = &self.shared.metrics.source;
+        for (msg, fate) in batch.iter().zip(&fates) {
+            let Some(labels) = self.labels.get(msg.topic()) else {
+                continue;
+            };
+            m.consumed.get_or_create(labels).inc();
+            if matches!(fate, Fate::Duplicate) {
+                m.duplicates.get_or_create(labels).inc();
+            }
+        }
+        true
+    }
+
+    /// Offers the batch to ingest until it is committed, the partitions
+    /// paused meanwhile; `None` when the hub stops first.
+    async fn commit<'a>(
+        &self,
+        consumer: &StreamConsumer<Context>,
+        decoded: &'a [Result<NewEvent, Refusal>],
+    ) -> Option<Vec<Fate<'a>>> {
+        let mut wait = BACKOFF_MIN;
+        let mut paused: Option<TopicPartitionList> = None;
+        let outcome = loop {
+            match commit_messages(&self.shared.ingest, decoded).await {
+                Ok(fates) => break Some(fates),
+                Err(e) => {
+                    for l in self.labels.values() {
+                        self.shared.metrics.source.retries.get_or_create(l).inc();
+                    }
+                    if paused.is_none() {
+                        tracing::warn!(error = %e, "ingest unavailable: pausing the kafka partitions and retrying");
+                        paused = consumer.assignment().ok();
+                        if let Some(tpl) = &paused {
+                            let _ = consumer.pause(tpl);
+                        }
+                    }
+                    if self.pause(wait).await {
+                        break None;
+                    }
+                    wait = (wait * 2).min(RETRY_MAX);
+                }
+            }
+        };
+        if let Some(tpl) = &paused {
+            let _ = consumer.resume(tpl);
+        }
+        outcome
+    }
+
+    fn decode(
+        &self,
+        m: &BorrowedMessage<'_>,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<NewEvent, Refusal> {
+        let key = || format!("kafka:{}:{}:{}", m.topic(), m.partition(), m.offset());
+        match m.payload() {
+            Some(payload) => self.shared.decoder.decode(m.topic(), payload, key, now),
+            None => Err(Refusal::new(Reason::NoPayload, "the message has no value")),
+        }
+    }
+
+    /// Produces the dead letters until all are acknowledged; `false` when
+    /// the hub stops first.
+    async fn dead_letter(&self, refused: &[(&BorrowedMessage<'_>, &Refusal)]) -> bool {
+        let mut left: Vec<usize> = (0..refused.len()).collect();
+        let mut wait = BACKOFF_MIN;
+        while !left.is_empty() {
+            let sends = left.iter().map(|&i| {
+                let (m, r) = refused[i];
+                self.send_dead_letter(m, r).map(move |result| (i, result))
+            });
+            let results = futures_util::future::join_all(sends).await;
+            left.clear();
+            for (i, result) in results {
+                let (m, r) = refused[i];
+                match result {
+                    Ok(()) => self.dead_lettered(m, r),
+                    Err(e) => {
+                        tracing::warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), error = %e, "kafka: dead letter not written; holding the batch");
+                        left.push(i);
+                    }
+                }
+            }
+            if !left.is_empty() {
+                if self.pause(wait).await {
+                    return false;
+                }
+                wait = (wait * 2).min(RETRY_MAX);
+            }
+        }
+        true
+    }
+
+    /// The dead-letter topic of `topic`.
+    fn dead_letter_topic<'a>(&'a self, topic: &'a str) -> &'a str {
+        self.settings
+            .dead_letters
+            .get(topic)
+            .map_or(topic, String::as_str)
+    }
+
+    async fn send_dead_letter(
+        &self,
+        m: &BorrowedMessage<'_>,
+        r: &Refusal,
+    ) -> Result<(), KafkaError> {
+        let topic = self.dead_letter_topic(m.topic());
+        let mut headers = OwnedHeaders::new();
+        if let Some(original) = m.headers() {
+            for h in original.iter() {
+                headers = headers.insert(Header {
+                    key: h.key,
+                    value: h.value,
+                });
+            }
+        }
+        let partition = m.partition().to_string();
+        let offset = m.offset().to_string();
+        for (key, value) in [
+            ("dlq_reason", r.reason.code()),
+            ("dlq_error", r.message.as_str()),
+            ("dlq_topic", m.topic()),
+            ("dlq_partition", partition.as_str()),
+            ("dlq_offset", offset.as_str()),
+            ("dlq_group", self.settings.group.as_str()),
+        ] {
+            headers = headers.insert(Header {
+                key,
+                value: Some(value),
+            });
+        }
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
+        if let Some(k) = m.key() {
+            record = record.key(k);
+        }
+        if let Some(p) = m.payload() {
+            record = record.payload(p);
+        }
+        self.producer
+            .send(record, TIMEOUT)
+            .await
+            .map(drop)
+            .map_err(|(e, _)| e)
+    }
+
+    fn dead_lettered(&self, m: &BorrowedMessage<'_>, r: &Refusal) {
+        self.shared
+            .metrics
+            .source
+            .dead_lettered
+            .get_or_create(&DeadLetterLabels {
+                source: NAME.into(),
+                stream: m.topic().into(),
+                reason: r.reason.code().into(),
+            })
+            .inc();
+        tracing::warn!(
+            topic = m.topic(),
+            partition = m.partition(),
+            offset = m.offset(),
+            reason = r.reason.code(),
+            error = %r.message,
+            dead_letter = self.dead_letter_topic(m.topic()),
+            "message dead-lettered"
+        );
+    }
+
+    /// Waits `d`; `true` when the hub began stopping meanwhile.
+    async fn pause(&self, d: Duration) -> bool {
+        let mut stop = self.shared.stopping.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(d) => *self.shared.stopping.borrow(),
+            _ = stop.wait_for(|s| *s) => true,
+        }
+    }
+}
+
+/// Every [`PROBE_EVERY`] until the stop: whether each topic's metadata can
+/// be read (`/ready`, `source_up`) and the lag of the assigned partitions.
+async fn probe(
+    consumer: Arc<StreamConsumer<Context>>,
+    settings: Arc<Settings>,
+    shared: Arc<Shared>,
+) {
+    let mut stop = shared.stopping.clone();
+    loop {
+        let c = consumer.clone();
+        let topics = settings.topics.clone();
+        let report = tokio::task::spawn_blocking(move || probe_once(&c, &topics)).await;
+        if let Ok(report) = report {
+            for (topic, state) in report {
+                let labels = Metrics::stream(NAME, &topic);
+                let component = format!("{NAME}:{topic}");
+                let m = &shared.metrics.source;
+                match state {
+                    Ok((partitions, lag)) => {
+                        shared.health.up(&component);
+                        m.up.get_or_create(&labels).set(1);
+                        m.partitions.get_or_create(&labels).set(partitions);
+                        m.lag.get_or_create(&labels).set(lag);
+                    }
+                    Err(why) => {
+                        shared.health.down(&component, &why);
+                        m.up.get_or_create(&labels).set(0);
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(PROBE_EVERY) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// A topic's partitions assigned to this replica, and their lag.
+type Assigned = (i64, i64);
+
+/// Per topic: how many of its partitions this replica reads and their lag,
+/// or why the topic cannot be read. Blocking.
+fn probe_once(
+    consumer: &StreamConsumer<Context>,
+    topics: &[String],
+) -> Vec<(String, Result<Assigned, String>)> {
+    let positions = consumer.position().ok();
+    topics
+        .iter()
+        .map(|topic| {
+            let state = consumer
+                .fetch_metadata(Some(topic), TIMEOUT)
+                .map_err(|e| format!("metadata: {e}"))
+                .and_then(|md| match md.topics().first() {
+                    Some(t) if t.error().is_some() => Err(format!(
+                        "topic {topic}: {:?}",
+                        t.error().map(RDKafkaErrorCode::from)
+                    )),
+                    Some(t) if t.partitions().is_empty() => {
+                        Err(format!("topic {topic} does not exist"))
+                    }
+                    Some(_) => Ok(()),
+                    None => Err(format!("topic {topic} does not exist")),
+                })
+                .map(|()| lag(consumer, topic, positions.as_ref()));
+            (topic.clone(), state)
+        })
+        .collect()
+}
+
+/// `topic`'s partitions assigned to this replica, and their messages not
+/// yet read by it.
+fn lag(
+    consumer: &StreamConsumer<Context>,
+    topic: &str,
+    positions: Option<&TopicPartitionList>,
+) -> Assigned {
+    let Some(positions) = positions else {
+        return (0, 0);
+    };
+    let assigned = positions.elements_for_topic(topic);
+    let lag = assigned
+        .iter()
+        .filter_map(|e| {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, e.partition(), TIMEOUT)
+                .ok()?;
+            let read = match e.offset() {
+                Offset::Offset(o) => o,
+                _ => low,
+            };
+            Some((high - read).max(0))
+        })
+        .sum();
+    (assigned.len() as i64, lag)
+}
