@@ -45,7 +45,7 @@ const NO_COUNTS = Object.freeze({});
 
 // ---- connection ---------------------------------------------------------------
 
-/** @type {ConnectionStatus} */
+/** Before there is a client: the client's own initial status (tsc checks the shape). @type {ConnectionStatus} */
 const NO_STATUS = Object.freeze({
   state: /** @type {ConnectionState} */ ('connecting'),
   transport: null,
@@ -57,6 +57,7 @@ const NO_STATUS = Object.freeze({
   user: null,
   reason: null,
   error: null,
+  awaitingToken: null,
 });
 
 /**
