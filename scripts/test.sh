@@ -11,7 +11,8 @@
 # DATABASE_URL defaults to the local server's `postgres` database; the tests
 # create their own databases from it. Exits non-zero when either part fails.
 # PULSEHUB_E2E=0 skips the browser tests, PULSEHUB_CLIENTS=0 the JS client tests
-# (clients/js, node --test against the hub). Used by CI (.ci/run).
+# (clients/js, node --test against the hub) and the React ones (clients/react,
+# examples/react-live-dashboard). Used by CI (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/services.sh
@@ -81,6 +82,38 @@ run_clients() {
     (cd clients/js && npm test) # the hub: PULSEHUB_BIN, default target/debug/pulsehub
 }
 
+# `npm ci` in a package directory when its package-lock.json changed since
+# the last install there.
+npm_ci_when_changed() {
+    local dir=$1
+    local lock=$dir/package-lock.json installed=$dir/node_modules/.package-lock.json
+    if [[ ! -f $installed || $lock -nt $installed ]]; then
+        echo "test.sh: npm ci in $dir ..."
+        (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error) || return
+    fi
+}
+
+# The React hooks (clients/react: @testing-library/react in jsdom against the
+# debug hub) and the example app (examples/react-live-dashboard: vite build,
+# served, in Debian's chromium against the hub). Both reuse the hub helper of
+# clients/js's tests, so clients/js is installed too. PULSEHUB_CLIENTS=0
+# skips them.
+run_react() {
+    local dir rc=0
+    if [[ ! -x ${CHROMIUM_PATH:-/usr/bin/chromium} ]]; then
+        _svc_apt_install chromium fonts-liberation fonts-noto-color-emoji || return
+    fi
+    for dir in clients/js clients/react examples/react-live-dashboard; do
+        npm_ci_when_changed "$dir" || return
+    done
+    cargo build -p pulsehub --bin pulsehub || return
+    echo "test.sh: clients/react"
+    (cd clients/react && npm test) || rc=$?
+    echo "test.sh: examples/react-live-dashboard"
+    (cd examples/react-live-dashboard && npm test) || rc=$?
+    return "$rc"
+}
+
 start=$SECONDS
 
 scripts/services.sh build postgres redis tansu
@@ -108,6 +141,12 @@ if [[ ${PULSEHUB_CLIENTS:-1} != 0 ]]; then
     if ((clients != 0)); then
         echo "test.sh: client tests (clients/js) FAILED (exit code $clients)" >&2
         ((status != 0)) || status=$clients
+    fi
+    react=0
+    run_react || react=$?
+    if ((react != 0)); then
+        echo "test.sh: React tests (clients/react, examples/react-live-dashboard) FAILED (exit code $react)" >&2
+        ((status != 0)) || status=$react
     fi
 fi
 
