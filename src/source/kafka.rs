@@ -23,7 +23,9 @@
 //!   invalid) is produced to its dead-letter topic
 //!   (`PULSEHUB_KAFKA_DEAD_LETTER_TOPIC`) with its key, payload and headers
 //!   and `dlq_reason`, `dlq_error`, `dlq_topic`, `dlq_partition`,
-//!   `dlq_offset`, `dlq_group` headers, counted and logged once. Its offset
+//!   `dlq_offset`, `dlq_group` headers (without its value, and a
+//!   `dlq_value_omitted` header with the size, when the dead-letter topic
+//!   refuses it as too large), counted and logged once. Its offset
 //!   is stored only once the dead letter is acknowledged: while the
 //!   dead-letter topic cannot be written, the batch is held (and retried).
 //! - `/ready` names a topic whose brokers cannot be reached or that does
@@ -32,7 +34,7 @@
 //!   (committing what is stored), so another replica takes over at once.
 
 use super::batch::{commit_messages, Fate, Shared};
-use super::decode::{Reason, Refusal};
+use super::decode::{Reason, Refusal, MAX_MESSAGE_BYTES};
 use crate::config::Config;
 use crate::events::NewEvent;
 use crate::metrics::{DeadLetterLabels, Metrics, StreamLabels};
@@ -40,7 +42,7 @@ use chrono::Utc;
 use futures_util::FutureExt;
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -116,7 +118,10 @@ impl Settings {
 
     fn producer(&self) -> ClientConfig {
         let mut c = self.common();
-        c.set("message.timeout.ms", TIMEOUT.as_millis().to_string());
+        c.set("message.timeout.ms", TIMEOUT.as_millis().to_string())
+            // Room for a refused message as large as the hub takes, and
+            // its headers; the brokers' own limit may still be lower.
+            .set("message.max.bytes", (2 * MAX_MESSAGE_BYTES).to_string());
         self.apply_properties(c)
     }
 
@@ -224,7 +229,26 @@ impl ClientContext for Context {
     }
 }
 
-impl ConsumerContext for Context {}
+impl ConsumerContext for Context {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let list = |tpl: &TopicPartitionList| {
+            tpl.elements()
+                .iter()
+                .map(|e| format!("{}/{}", e.topic(), e.partition()))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                tracing::info!(partitions = %list(tpl), "kafka partitions assigned")
+            }
+            Rebalance::Revoke(tpl) => {
+                tracing::info!(partitions = %list(tpl), "kafka partitions revoked")
+            }
+            Rebalance::Error(e) => tracing::warn!(error = %e, "kafka rebalance failed"),
+        }
+    }
+}
 
 struct Worker {
     settings: Arc<Settings>,
@@ -421,10 +445,27 @@ impl Worker {
             .map_or(topic, String::as_str)
     }
 
+    /// Produces one dead letter; a message too large for the dead-letter
+    /// topic goes without its value (header `dlq_value_omitted`), so a
+    /// too-large message can never hold its partition up.
     async fn send_dead_letter(
         &self,
         m: &BorrowedMessage<'_>,
         r: &Refusal,
+    ) -> Result<(), KafkaError> {
+        match self.produce_dead_letter(m, r, true).await {
+            Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge) => {
+                self.produce_dead_letter(m, r, false).await
+            }
+            other => other,
+        }
+    }
+
+    async fn produce_dead_letter(
+        &self,
+        m: &BorrowedMessage<'_>,
+        r: &Refusal,
+        with_value: bool,
     ) -> Result<(), KafkaError> {
         let topic = self.dead_letter_topic(m.topic());
         let mut headers = OwnedHeaders::new();
@@ -438,14 +479,19 @@ impl Worker {
         }
         let partition = m.partition().to_string();
         let offset = m.offset().to_string();
-        for (key, value) in [
+        let size = m.payload_len().to_string();
+        let mut dlq = vec![
             ("dlq_reason", r.reason.code()),
             ("dlq_error", r.message.as_str()),
             ("dlq_topic", m.topic()),
             ("dlq_partition", partition.as_str()),
             ("dlq_offset", offset.as_str()),
             ("dlq_group", self.settings.group.as_str()),
-        ] {
+        ];
+        if !with_value {
+            dlq.push(("dlq_value_omitted", size.as_str()));
+        }
+        for (key, value) in dlq {
             headers = headers.insert(Header {
                 key,
                 value: Some(value),
@@ -455,7 +501,7 @@ impl Worker {
         if let Some(k) = m.key() {
             record = record.key(k);
         }
-        if let Some(p) = m.payload() {
+        if let Some(p) = m.payload().filter(|_| with_value) {
             record = record.payload(p);
         }
         self.producer

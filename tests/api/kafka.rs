@@ -7,7 +7,6 @@ use crate::helpers::*;
 use pulsehub::config::Config;
 use pulsehub::source::decode::MAX_MESSAGE_BYTES;
 use serde_json::{json, Value};
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 const TOPIC: &str = SEED_TOPIC;
@@ -22,7 +21,11 @@ fn example_mapping() -> String {
 /// The hub settings that consume [`TOPIC`] from `tansu` (from the start
 /// of the topic for a new group, as a test produces before it joins).
 fn consume(c: &mut Config, tansu: &Tansu) {
-    c.kafka_brokers = Some(tansu.bootstrap());
+    consume_from(c, &tansu.bootstrap());
+}
+
+fn consume_from(c: &mut Config, bootstrap: &str) {
+    c.kafka_brokers = Some(bootstrap.into());
     c.kafka_topics = vec![TOPIC.into()];
     c.kafka_properties = "auto.offset.reset=earliest".into();
     c.mapping_file = Some(example_mapping());
@@ -142,7 +145,7 @@ async fn seed_001_messages_reach_feed_and_stats_subscribers() {
         json!({"id": "user_2", "name": "Guest 2"})
     );
     app.metric_reaches(&series("messages"), 8.0).await;
-    assert_eq!(app.metric(&gauge("partitions")).await, 1.0);
+    app.metric_reaches(&gauge("partitions"), 1.0).await;
 }
 
 #[actix_web::test]
@@ -203,8 +206,15 @@ async fn two_replicas_share_the_partitions_and_store_each_message_once_in_order(
     assert_eq!(duplicates, 0.0, "no redelivery without a failure");
 }
 
+/// A replica is SIGKILLed in the middle of its batches (events stored,
+/// offsets not yet committed) and a replacement starts, as a supervisor
+/// would restart it: its partitions move to the live replicas, what it had
+/// stored is read again and found duplicate, nothing is lost. (tansu 0.6's
+/// coordinator drops a member whose session expired without telling the
+/// others to rebalance, so without the replacement its partitions would
+/// stay unread until the group changes; Kafka rebalances at the expiry.)
 #[actix_web::test]
-async fn a_replica_killed_mid_stream_hands_its_partitions_over_losing_nothing() {
+async fn a_replica_killed_mid_stream_loses_nothing_and_stores_nothing_twice() {
     const PARTITIONS: i32 = 3;
     const PER_PARTITION: usize = 1000;
     let mut tansu = broker(PARTITIONS).await;
@@ -213,59 +223,59 @@ async fn a_replica_killed_mid_stream_hands_its_partitions_over_losing_nothing() 
     env.push(("PULSEHUB_KAFKA_BATCH".into(), "20".into()));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let killed = HubProcess::start(&database_url, &env).await;
-    let mut config = test_config();
-    config.database_url = database_url;
-    config.instance_id = Some("hub-b".into());
-    config.kafka_batch = 20;
-    consume(&mut config, &tansu);
-    let b = start_app(config).await;
+    let bootstrap = tansu.bootstrap();
+    let replica = |name: &str| {
+        let mut config = test_config();
+        config.database_url = database_url.clone();
+        config.instance_id = Some(name.into());
+        config.kafka_batch = 20;
+        consume_from(&mut config, &bootstrap);
+        config
+    };
+    let b = start_app(replica("hub-b")).await;
+    // Both in the group: b holds some partitions, hub-killed the others.
     let deadline = tokio::time::Instant::now() + PATIENCE * 3;
-    while b.metric(&gauge("partitions")).await != 1.0 {
-        // hub-killed has the other two once b holds exactly one.
+    while !(1.0..PARTITIONS as f64).contains(&b.metric(&gauge("partitions")).await) {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "b never got a partition"
+            "the partitions were never split"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
     produce_check_ins(&mut tansu, PARTITIONS, 0..PER_PARTITION).await;
-    // Kill it while it is consuming: some of its partitions' events stored.
+    // Kill it while it is consuming.
+    let http = reqwest::Client::new();
     let deadline = tokio::time::Instant::now() + PATIENCE * 3;
-    loop {
-        let mut stored = 0;
-        for p in 0..PARTITIONS {
-            stored += b.feed(&format!("evt_p{p}")).await.len();
-        }
-        if stored >= PER_PARTITION + 100 {
-            break;
-        }
+    while metric_at(&http, &killed.url("/metrics"), &series("messages")).await < 200.0 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "hub-killed consumes nothing"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // SAFETY: a signal to our own child process.
     unsafe { libc::kill(killed.pid(), libc::SIGKILL) };
+    let c = start_app(replica("hub-c")).await;
 
     assert_each_stored_once_in_order(&b, PARTITIONS, PER_PARTITION).await;
-    b.metric_reaches(&gauge("partitions"), PARTITIONS as f64)
-        .await;
-    let distinct: BTreeSet<String> = {
-        let mut all = BTreeSet::new();
-        for p in 0..PARTITIONS {
-            for a in actors(&b.feed(&format!("evt_p{p}")).await) {
-                all.insert(format!("{p}:{a}"));
-            }
+    let deadline = tokio::time::Instant::now() + PATIENCE * 3;
+    loop {
+        let (pb, pc) = (
+            b.metric(&gauge("partitions")).await,
+            c.metric(&gauge("partitions")).await,
+        );
+        if pb + pc == PARTITIONS as f64 {
+            break;
         }
-        all
-    };
-    assert_eq!(
-        distinct.len(),
-        PARTITIONS as usize * PER_PARTITION,
-        "nothing lost"
-    );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "partitions held by the live replicas: {pb} + {pc}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let redelivered = b.metric(&series("duplicates")).await + c.metric(&series("duplicates")).await;
+    eprintln!("redelivered after the kill (stored once, counted as duplicates): {redelivered}");
 }
 
 #[actix_web::test]

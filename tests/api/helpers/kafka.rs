@@ -74,7 +74,10 @@ impl Tansu {
             .args(["--listener-url", &url, "--advertised-listener-url", &url])
             .args(["--storage-engine", "sqlite://tansu.db"])
             .current_dir(self.dir.path())
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("TANSU_LOG").unwrap_or("warn".into()),
+            )
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -133,7 +136,8 @@ impl Tansu {
         let config = self.config();
         self.producer.get_or_insert_with(|| {
             let mut c = config;
-            c.set("linger.ms", "5");
+            // Room for the too-large messages of the poison tests.
+            c.set("linger.ms", "5").set("message.max.bytes", "4000000");
             c.create().unwrap()
         })
     }
@@ -220,6 +224,11 @@ impl Tansu {
 
 impl Drop for Tansu {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            let keep = std::env::temp_dir().join(format!("tansu-{}.log", self.port));
+            let _ = std::fs::copy(self.dir.path().join("tansu.log"), &keep);
+            eprintln!("tansu's log: {}", keep.display());
+        }
         self.stop();
     }
 }

@@ -177,22 +177,19 @@ impl Drop for TestStreams {
     }
 }
 
+/// The value of a metric line at a `/metrics` URL, 0 when it is not there.
+pub async fn metric_at(http: &reqwest::Client, url: &str, series: &str) -> f64 {
+    let text = http.get(url).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
 impl TestApp {
     /// The value of a metric line (`name{labels}` as Prometheus prints it),
     /// 0 when it is not there yet.
     pub async fn metric(&self, series: &str) -> f64 {
-        let text = self
-            .http
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or(0.0)
+        metric_at(&self.http, &self.url("/metrics"), series).await
     }
 
     /// Every event of `scope`'s feed, in offset order (read with a token
