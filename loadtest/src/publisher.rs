@@ -267,7 +267,10 @@ async fn send_batch(
         shared.requests.fetch_add(1, Ordering::Relaxed);
         let sent = match via {
             Via::Http => post(target, hub, &body).await,
-            Via::Kafka(out) => out.produce(&body).await,
+            Via::Kafka(out) => out.produce(&body).await.map(|n| Posted {
+                accepted: n,
+                duplicates: 0,
+            }),
         };
         match sent {
             Ok(p) => {
