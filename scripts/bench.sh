@@ -15,8 +15,9 @@
 #          ingest presence reconnect (reconnect kills the hub with
 #          SIGKILL under load; the tool restarts it and stops it at the end,
 #          and this script starts a fresh one for the presets that follow)
-#          bus-1k bus-10k (1,000 subscribers, 1,000 or 10,000 messages/s
-#          produced to Kafka and consumed by the hubs: produce → delivery)
+#          bus-1k bus-10k (1,000 subscribers over 100 live events, 1,000 or
+#          10,000 messages/s produced to Kafka and consumed by the hubs:
+#          produce → delivery; 10 subscribers per message)
 #          bus-ceiling (one subscriber, as fast as the producer goes: the
 #          consumer's throughput). Bus presets start a local Kafka-API broker
 #          (scripts/services.sh kafka) and the hubs consume topic
@@ -107,7 +108,10 @@ hub_cmd() {
         cmd+=" PULSEHUB_REDIS_PREFIX=${BENCH_REDIS_PREFIX:-pulsehub-bench}"
     fi
     if [[ -n $kafka ]]; then
+        # earliest: what is produced before the group's first assignment
+        # is read too (later runs go on from the committed offsets).
         cmd+=" PULSEHUB_KAFKA_BROKERS=$kafka PULSEHUB_KAFKA_TOPICS=$topic"
+        cmd+=" PULSEHUB_KAFKA_PROPERTIES=auto.offset.reset=earliest"
     fi
     cmd+=" $hub_bin serve --demo --bind 127.0.0.1:${ports[r]} ${BENCH_HUB_ARGS:-}"
     printf '%s' "$cmd"
@@ -225,8 +229,8 @@ for preset in "${presets[@]}"; do
         scale-1k)   lt scale-1k fanout --hub-pid "$(pid_list)" -c 1000 -e 4 -d 20 --check || status=$? ;;
         scale-10k)  lt scale-10k fanout --hub-pid "$(pid_list)" -c 10000 -e 4 -d 20 --check || status=$? ;;
         ingest)     lt ingest ingest --parallel 8 --batch 1000 --events 300000 -d 60 || status=$? ;;
-        bus-1k)     lt bus-1k bus --kafka "$kafka" --topic "$topic" --hub-pid "$(pid_list)" -c 1000 -e 1000 -d 20 --check || status=$? ;;
-        bus-10k)    lt bus-10k bus --kafka "$kafka" --topic "$topic" --hub-pid "$(pid_list)" -c 1000 -e 10000 -d 20 --check || status=$? ;;
+        bus-1k)     lt bus-1k bus --kafka "$kafka" --topic "$topic" --hub-pid "$(pid_list)" -c 1000 --scopes 100 -e 1000 -d 20 --check || status=$? ;;
+        bus-10k)    lt bus-10k bus --kafka "$kafka" --topic "$topic" --hub-pid "$(pid_list)" -c 1000 --scopes 100 -e 10000 -d 20 --check || status=$? ;;
         bus-ceiling) lt bus-ceiling bus --kafka "$kafka" --topic "$topic" --hub-pid "$(pid_list)" -c 1 -e 100000 -d 10 --inflight 64 --drain 60 --check || status=$? ;;
         presence)   lt presence presence --clients 100 --rounds 5 --rate 200 || status=$? ;;
         reconnect)

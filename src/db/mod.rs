@@ -64,11 +64,15 @@ pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
             .await?;
     if !found.found {
         let create = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
-        if let Err(e) = conn.batch_execute(&create).await {
-            // Another replica may have created it in the meantime.
-            anyhow::ensure!(e.to_string().contains("already exists"), e);
+        use diesel::result::{DatabaseErrorKind, Error};
+        match conn.batch_execute(&create).await {
+            Ok(()) => tracing::info!(database = %name, "created database"),
+            // Another replica created it in the meantime: "already exists",
+            // or pg_database's unique index when both ran at the same time.
+            Err(Error::DatabaseError(DatabaseErrorKind::UniqueViolation, _)) => {}
+            Err(e) if e.to_string().contains("already exists") => {}
+            Err(e) => return Err(e.into()),
         }
-        tracing::info!(database = %name, "created database");
     }
     Ok(())
 }

@@ -216,15 +216,19 @@ struct Context {
 
 impl ClientContext for Context {
     fn error(&self, error: KafkaError, reason: &str) {
-        // librdkafka reconnects by itself; this says why nothing flows.
-        tracing::warn!(%error, reason, "kafka");
+        // librdkafka reconnects by itself and logs each failure (target
+        // `librdkafka`); here they are counted, and all brokers gone says
+        // why nothing flows.
         for l in &self.labels {
             self.shared.metrics.source.errors.get_or_create(l).inc();
         }
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            tracing::warn!(reason, "kafka: all brokers are down");
             for c in &self.components {
                 self.shared.health.down(c, reason);
             }
+        } else {
+            tracing::debug!(%error, reason, "kafka");
         }
     }
 }

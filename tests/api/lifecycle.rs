@@ -335,3 +335,22 @@ async fn graceful_stop_in_process() {
     let after = reqwest::Client::new().get(app.url("/health")).send().await;
     assert!(after.is_err(), "still serving after the stop: {after:?}");
 }
+
+#[actix_web::test]
+async fn replicas_starting_together_create_their_database_once() {
+    // Seen with two replicas started at once: one CREATE DATABASE lost the
+    // race on pg_database's unique index and its replica exited.
+    let name = format!("pulsehub_race_{}", uuid::Uuid::new_v4().simple());
+    let url = format!("{}/{name}", server_url());
+    let starts = (0..4).map(|_| pulsehub::db::ensure_database(&url));
+    for started in futures_util::future::join_all(starts).await {
+        started.expect("every replica starts");
+    }
+    let mut admin = AsyncPgConnection::establish(&format!("{}/postgres", server_url()))
+        .await
+        .unwrap();
+    diesel::sql_query(format!("DROP DATABASE \"{name}\""))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+}
