@@ -116,13 +116,18 @@ impl Settings {
         self.apply_properties(c)
     }
 
+    /// The dead-letter producer's configuration: the operator's
+    /// properties but the consumer's own (librdkafka warns about those).
     fn producer(&self) -> ClientConfig {
         let mut c = self.common();
         c.set("message.timeout.ms", TIMEOUT.as_millis().to_string())
             // Room for a refused message as large as the hub takes, and
             // its headers; the brokers' own limit may still be lower.
             .set("message.max.bytes", (2 * MAX_MESSAGE_BYTES).to_string());
-        self.apply_properties(c)
+        for (k, v) in self.properties.iter().filter(|(k, _)| !consumer_only(k)) {
+            c.set(k, v);
+        }
+        c
     }
 
     fn common(&self) -> ClientConfig {
@@ -138,6 +143,25 @@ impl Settings {
         }
         c
     }
+}
+
+/// Properties librdkafka knows for consumers only.
+fn consumer_only(name: &str) -> bool {
+    const NAMES: [&str; 9] = [
+        "auto.offset.reset",
+        "session.timeout.ms",
+        "heartbeat.interval.ms",
+        "max.poll.interval.ms",
+        "enable.auto.commit",
+        "auto.commit.interval.ms",
+        "enable.auto.offset.store",
+        "partition.assignment.strategy",
+        "isolation.level",
+    ];
+    NAMES.contains(&name)
+        || ["fetch.", "group.", "queued.", "allow.auto.create.topics"]
+            .iter()
+            .any(|p| name.starts_with(p))
 }
 
 /// Starts the replica's consumer (on the current actix runtime) and its
@@ -643,4 +667,34 @@ fn lag(
         })
         .sum();
     (assigned.len() as i64, lag)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_operators_properties_reach_each_client_that_knows_them() {
+        let settings = Settings {
+            brokers: "k:9092".into(),
+            topics: vec!["t".into()],
+            group: "g".into(),
+            client_id: "hub-a".into(),
+            dead_letters: HashMap::new(),
+            properties: vec![
+                ("security.protocol".into(), "SASL_SSL".into()),
+                ("auto.offset.reset".into(), "earliest".into()),
+                ("fetch.wait.max.ms".into(), "100".into()),
+            ],
+            batch: 10,
+        };
+        let consumer = settings.consumer();
+        assert_eq!(consumer.get("security.protocol"), Some("SASL_SSL"));
+        assert_eq!(consumer.get("auto.offset.reset"), Some("earliest"));
+        assert_eq!(consumer.get("enable.auto.offset.store"), Some("false"));
+        let producer = settings.producer();
+        assert_eq!(producer.get("security.protocol"), Some("SASL_SSL"));
+        assert_eq!(producer.get("auto.offset.reset"), None);
+        assert_eq!(producer.get("fetch.wait.max.ms"), None);
+    }
 }
