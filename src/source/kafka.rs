@@ -61,6 +61,9 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Longest pause before a held batch is offered again.
 const RETRY_MAX: Duration = Duration::from_secs(1);
+/// How long the stop waits for the consumer to leave the group: what is
+/// left of the stop deadline is the ingest drain's.
+const CLOSE_WAIT: Duration = Duration::from_secs(3);
 
 /// What the consumer needs from the configuration.
 #[derive(Debug, Clone)]
@@ -225,8 +228,12 @@ pub fn start(settings: Settings, shared: Shared) -> anyhow::Result<Vec<JoinHandl
             drop(consumer);
             let _ = closed.send(());
         });
-        let _ = done.await;
-        tracing::info!("kafka consumer stopped");
+        match tokio::time::timeout(CLOSE_WAIT, done).await {
+            Ok(_) => tracing::info!("kafka consumer stopped"),
+            Err(_) => tracing::warn!(
+                "kafka consumer not closed in time (brokers gone?); stopping without it"
+            ),
+        }
     });
     Ok(vec![run])
 }
