@@ -4,6 +4,8 @@
 //! docs/benchmarks.md.
 
 use crate::helpers::*;
+use pulsehub_loadtest::kafka::KafkaOut;
+use pulsehub_loadtest::publisher::Via;
 use pulsehub_loadtest::scenarios::{abuse, connect, fanout, presence};
 use pulsehub_loadtest::Target;
 use std::sync::Arc;
@@ -53,6 +55,53 @@ async fn fanout_over_several_scopes_keeps_each_feed_whole() {
     assert_eq!(report.publish.stored_per_scope, vec![40, 40, 40]);
     // Each subscriber gets only its own scope's events.
     assert_eq!(report.delivery.expected, 120 * 10, "{}", report.table());
+    assert!(report.problems().is_empty(), "{}", report.table());
+}
+
+#[actix_web::test]
+async fn bus_through_kafka_keeps_each_feed_whole_and_in_order() {
+    // The `bus` scenario: events produced to a topic the hub consumes
+    // (hub-shaped, no mapping), keyed by scope over 3 partitions.
+    const TOPIC: &str = "pulsehub.smoke";
+    let tansu = Tansu::start();
+    tansu
+        .create_topics(&[TOPIC, &format!("{TOPIC}.dlq")], 3)
+        .await;
+    let app = spawn_with(|c| {
+        c.kafka_brokers = Some(tansu.bootstrap());
+        c.kafka_topics = vec![TOPIC.into()];
+        c.kafka_properties = "auto.offset.reset=earliest".into();
+    })
+    .await;
+    app.wait_ready().await;
+    let opts = fanout::FanoutOpts {
+        connections: 30,
+        scopes: 3,
+        rate: 100.0,
+        duration: Duration::from_secs(3),
+        drain: Duration::from_secs(30),
+        via: Via::Kafka(
+            KafkaOut::new(&tansu.bootstrap(), TOPIC)
+                .await
+                .expect("producer"),
+        ),
+        ..Default::default()
+    };
+    let report = fanout::run(target(&app), &opts).await.expect("bus ran");
+    assert_eq!(report.info.scenario, "bus");
+    assert_eq!(
+        report.publish.stored_per_scope,
+        vec![100, 100, 100],
+        "{}",
+        report.table()
+    );
+    assert_eq!(report.delivery.expected, 300 * 10, "{}", report.table());
+    assert_eq!(
+        report.delivery.delivered,
+        report.delivery.expected,
+        "{}",
+        report.table()
+    );
     assert!(report.problems().is_empty(), "{}", report.table());
 }
 
