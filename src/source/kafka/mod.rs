@@ -33,19 +33,22 @@
 //! - A graceful stop finishes the batch in hand, then leaves the group
 //!   (committing what is stored), so another replica takes over at once.
 
+mod dead_letter;
+mod probe;
+
 use super::batch::{commit_messages, Fate, Shared};
 use super::decode::{Reason, Refusal, MAX_MESSAGE_BYTES};
 use crate::config::Config;
 use crate::events::NewEvent;
-use crate::metrics::{DeadLetterLabels, Metrics, StreamLabels};
+use crate::metrics::{Metrics, StreamLabels};
 use chrono::Utc;
 use futures_util::FutureExt;
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::FutureProducer;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -54,9 +57,7 @@ use tokio::task::JoinHandle;
 
 /// The `source` label and `/ready` component prefix.
 pub const NAME: &str = "kafka";
-/// How often health and lag are probed.
-const PROBE_EVERY: Duration = Duration::from_secs(2);
-/// Every blocking broker call and every dead letter gives up after this.
+/// A dead letter gives up after this (and is produced again).
 const TIMEOUT: Duration = Duration::from_secs(5);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Longest pause before a held batch is offered again.
@@ -209,7 +210,12 @@ pub fn start(settings: Settings, shared: Shared) -> anyhow::Result<Vec<JoinHandl
     );
     let consumer = Arc::new(consumer);
     let settings = Arc::new(settings);
-    let probe = actix::spawn(probe(consumer.clone(), settings.clone(), shared.clone()));
+    let probe = actix::spawn(probe::run(
+        consumer.clone(),
+        NAME,
+        settings.topics.clone(),
+        shared.clone(),
+    ));
     let worker = Worker {
         settings,
         shared,
@@ -440,134 +446,6 @@ impl Worker {
         }
     }
 
-    /// Produces the dead letters until all are acknowledged; `false` when
-    /// the hub stops first.
-    async fn dead_letter(&self, refused: &[(&BorrowedMessage<'_>, &Refusal)]) -> bool {
-        let mut left: Vec<usize> = (0..refused.len()).collect();
-        let mut wait = BACKOFF_MIN;
-        while !left.is_empty() {
-            let sends = left.iter().map(|&i| {
-                let (m, r) = refused[i];
-                self.send_dead_letter(m, r).map(move |result| (i, result))
-            });
-            let results = futures_util::future::join_all(sends).await;
-            left.clear();
-            for (i, result) in results {
-                let (m, r) = refused[i];
-                match result {
-                    Ok(()) => self.dead_lettered(m, r),
-                    Err(e) => {
-                        tracing::warn!(topic = m.topic(), partition = m.partition(), offset = m.offset(), error = %e, "kafka: dead letter not written; holding the batch");
-                        left.push(i);
-                    }
-                }
-            }
-            if !left.is_empty() {
-                if self.pause(wait).await {
-                    return false;
-                }
-                wait = (wait * 2).min(RETRY_MAX);
-            }
-        }
-        true
-    }
-
-    /// The dead-letter topic of `topic`.
-    fn dead_letter_topic<'a>(&'a self, topic: &'a str) -> &'a str {
-        self.settings
-            .dead_letters
-            .get(topic)
-            .map_or(topic, String::as_str)
-    }
-
-    /// Produces one dead letter; a message too large for the dead-letter
-    /// topic goes without its value (header `dlq_value_omitted`), so a
-    /// too-large message can never hold its partition up.
-    async fn send_dead_letter(
-        &self,
-        m: &BorrowedMessage<'_>,
-        r: &Refusal,
-    ) -> Result<(), KafkaError> {
-        match self.produce_dead_letter(m, r, true).await {
-            Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge) => {
-                self.produce_dead_letter(m, r, false).await
-            }
-            other => other,
-        }
-    }
-
-    async fn produce_dead_letter(
-        &self,
-        m: &BorrowedMessage<'_>,
-        r: &Refusal,
-        with_value: bool,
-    ) -> Result<(), KafkaError> {
-        let topic = self.dead_letter_topic(m.topic());
-        let mut headers = OwnedHeaders::new();
-        if let Some(original) = m.headers() {
-            for h in original.iter() {
-                headers = headers.insert(Header {
-                    key: h.key,
-                    value: h.value,
-                });
-            }
-        }
-        let partition = m.partition().to_string();
-        let offset = m.offset().to_string();
-        let size = m.payload_len().to_string();
-        let mut dlq = vec![
-            ("dlq_reason", r.reason.code()),
-            ("dlq_error", r.message.as_str()),
-            ("dlq_topic", m.topic()),
-            ("dlq_partition", partition.as_str()),
-            ("dlq_offset", offset.as_str()),
-            ("dlq_group", self.settings.group.as_str()),
-        ];
-        if !with_value {
-            dlq.push(("dlq_value_omitted", size.as_str()));
-        }
-        for (key, value) in dlq {
-            headers = headers.insert(Header {
-                key,
-                value: Some(value),
-            });
-        }
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
-        if let Some(k) = m.key() {
-            record = record.key(k);
-        }
-        if let Some(p) = m.payload().filter(|_| with_value) {
-            record = record.payload(p);
-        }
-        self.producer
-            .send(record, TIMEOUT)
-            .await
-            .map(drop)
-            .map_err(|(e, _)| e)
-    }
-
-    fn dead_lettered(&self, m: &BorrowedMessage<'_>, r: &Refusal) {
-        self.shared
-            .metrics
-            .source
-            .dead_lettered
-            .get_or_create(&DeadLetterLabels {
-                source: NAME.into(),
-                stream: m.topic().into(),
-                reason: r.reason.code().into(),
-            })
-            .inc();
-        tracing::warn!(
-            topic = m.topic(),
-            partition = m.partition(),
-            offset = m.offset(),
-            reason = r.reason.code(),
-            error = %r.message,
-            dead_letter = self.dead_letter_topic(m.topic()),
-            "message dead-lettered"
-        );
-    }
-
     /// Waits `d`; `true` when the hub began stopping meanwhile.
     async fn pause(&self, d: Duration) -> bool {
         let mut stop = self.shared.stopping.clone();
@@ -576,104 +454,6 @@ impl Worker {
             _ = stop.wait_for(|s| *s) => true,
         }
     }
-}
-
-/// Every [`PROBE_EVERY`] until the stop: whether each topic's metadata can
-/// be read (`/ready`, `source_up`) and the lag of the assigned partitions.
-async fn probe(
-    consumer: Arc<StreamConsumer<Context>>,
-    settings: Arc<Settings>,
-    shared: Arc<Shared>,
-) {
-    let mut stop = shared.stopping.clone();
-    loop {
-        let c = consumer.clone();
-        let topics = settings.topics.clone();
-        let report = tokio::task::spawn_blocking(move || probe_once(&c, &topics)).await;
-        if let Ok(report) = report {
-            for (topic, state) in report {
-                let labels = Metrics::stream(NAME, &topic);
-                let component = format!("{NAME}:{topic}");
-                let m = &shared.metrics.source;
-                match state {
-                    Ok((partitions, lag)) => {
-                        shared.health.up(&component);
-                        m.up.get_or_create(&labels).set(1);
-                        m.partitions.get_or_create(&labels).set(partitions);
-                        m.lag.get_or_create(&labels).set(lag);
-                    }
-                    Err(why) => {
-                        shared.health.down(&component, &why);
-                        m.up.get_or_create(&labels).set(0);
-                    }
-                }
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(PROBE_EVERY) => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
-    }
-}
-
-/// A topic's partitions assigned to this replica, and their lag.
-type Assigned = (i64, i64);
-
-/// Per topic: how many of its partitions this replica reads and their lag,
-/// or why the topic cannot be read. Blocking.
-fn probe_once(
-    consumer: &StreamConsumer<Context>,
-    topics: &[String],
-) -> Vec<(String, Result<Assigned, String>)> {
-    let positions = consumer.position().ok();
-    topics
-        .iter()
-        .map(|topic| {
-            let state = consumer
-                .fetch_metadata(Some(topic), TIMEOUT)
-                .map_err(|e| format!("metadata: {e}"))
-                .and_then(|md| match md.topics().first() {
-                    Some(t) if t.error().is_some() => Err(format!(
-                        "topic {topic}: {:?}",
-                        t.error().map(RDKafkaErrorCode::from)
-                    )),
-                    Some(t) if t.partitions().is_empty() => {
-                        Err(format!("topic {topic} does not exist"))
-                    }
-                    Some(_) => Ok(()),
-                    None => Err(format!("topic {topic} does not exist")),
-                })
-                .map(|()| lag(consumer, topic, positions.as_ref()));
-            (topic.clone(), state)
-        })
-        .collect()
-}
-
-/// `topic`'s partitions assigned to this replica, and their messages not
-/// yet read by it.
-fn lag(
-    consumer: &StreamConsumer<Context>,
-    topic: &str,
-    positions: Option<&TopicPartitionList>,
-) -> Assigned {
-    let Some(positions) = positions else {
-        return (0, 0);
-    };
-    let assigned = positions.elements_for_topic(topic);
-    let lag = assigned
-        .iter()
-        .filter_map(|e| {
-            let (low, high) = consumer
-                .fetch_watermarks(topic, e.partition(), TIMEOUT)
-                .ok()?;
-            let read = match e.offset() {
-                Offset::Offset(o) => o,
-                _ => low,
-            };
-            Some((high - read).max(0))
-        })
-        .sum();
-    (assigned.len() as i64, lag)
 }
 
 #[cfg(test)]
