@@ -348,16 +348,12 @@ impl Config {
                     .into(),
             );
         }
-        for s in &streams {
-            let dlq = self.dead_letter_stream(s);
-            if streams.contains(&dlq) {
-                return Err(format!(
-                    "the dead-letter stream of '{s}' is '{dlq}', which is consumed too \
-                     (PULSEHUB_REDIS_STREAMS_DEAD_LETTER)"
-                ));
-            }
-        }
-        Ok(())
+        not_consumed(
+            &streams,
+            |s| self.dead_letter_stream(s),
+            "stream",
+            "PULSEHUB_REDIS_STREAMS_DEAD_LETTER",
+        )
     }
 
     /// The Kafka topics in force (blank and repeated names dropped).
@@ -405,15 +401,12 @@ impl Config {
                 "PULSEHUB_KAFKA_BATCH must be positive and PULSEHUB_KAFKA_GROUP not empty".into(),
             );
         }
-        for t in &topics {
-            let dlq = self.dead_letter_topic(t);
-            if topics.contains(&dlq) {
-                return Err(format!(
-                    "the dead-letter topic of '{t}' is '{dlq}', which is consumed too \
-                     (PULSEHUB_KAFKA_DEAD_LETTER_TOPIC)"
-                ));
-            }
-        }
+        not_consumed(
+            &topics,
+            |t| self.dead_letter_topic(t),
+            "topic",
+            "PULSEHUB_KAFKA_DEAD_LETTER_TOPIC",
+        )?;
         self.kafka_properties().map(drop)
     }
 
@@ -510,6 +503,25 @@ pub fn redact_url(url: &str) -> String {
 
 fn non_empty(s: &Option<String>) -> Option<&str> {
     s.as_deref().filter(|s| !s.trim().is_empty())
+}
+
+/// Refuses a dead-letter stream or topic that is one of those consumed
+/// (its refused messages would be consumed again).
+fn not_consumed(
+    names: &[String],
+    dead_letter: impl Fn(&str) -> String,
+    what: &str,
+    variable: &str,
+) -> Result<(), String> {
+    for n in names {
+        let dlq = dead_letter(n);
+        if names.contains(&dlq) {
+            return Err(format!(
+                "the dead-letter {what} of '{n}' is '{dlq}', which is consumed too ({variable})"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The names of a comma list, trimmed, without blanks and repeats.

@@ -211,6 +211,25 @@ function parseFrame(data) {
   }
 }
 
+/**
+ * The status of a client before its first connection (also what bindings
+ * such as the React hooks show before there is a client).
+ * @type {Readonly<ConnectionStatus>}
+ */
+export const INITIAL_STATUS = Object.freeze({
+  state: 'connecting',
+  transport: null,
+  attempt: 0,
+  retryAt: null,
+  rtt: null,
+  instance: null,
+  session: null,
+  user: null,
+  awaitingToken: null,
+  reason: null,
+  error: null,
+});
+
 /** @extends {Emitter<ClientEvents>} */
 export class PulseClient extends Emitter {
   /**
@@ -278,19 +297,7 @@ export class PulseClient extends Emitter {
     /** @type {number | null} */
     this._pingSentAt = null;
     /** @type {ConnectionStatus} */
-    this._status = {
-      state: 'connecting',
-      transport: null,
-      attempt: 0,
-      retryAt: null,
-      rtt: null,
-      instance: null,
-      session: null,
-      user: null,
-      awaitingToken: null,
-      reason: null,
-      error: null,
-    };
+    this._status = { ...INITIAL_STATUS };
     this._onOnline = () => this._wake();
     this._onOffline = () => this._wentOffline();
     this._onVisibility = () => {

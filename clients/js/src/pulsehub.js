@@ -3,7 +3,7 @@
 // `import { PulseClient } from "/sdk/pulsehub.js"` works without a bundler)
 // and Node >= 20 (pass the `ws` package as the WebSocket option).
 
-export { PulseClient } from './client.js';
+export { PulseClient, INITIAL_STATUS } from './client.js';
 export { PulseError } from './errors.js';
 export { Subscription } from './channel.js';
 export { StatsView, PresenceView, FeedView, NotificationsView } from './views.js';

@@ -18,6 +18,7 @@
 // that creates its own, on its first render; server rendering) every hook
 // returns its initial value.
 
+import { INITIAL_STATUS } from '@pulsehub/client';
 import { useCallback, useEffect, useInsertionEffect, useMemo, useRef, useState, useSyncExternalStore } from 'react';
 import { usePulseContext } from './provider.js';
 import { registryOf } from './store.js';
@@ -45,21 +46,6 @@ const NO_COUNTS = Object.freeze({});
 
 // ---- connection ---------------------------------------------------------------
 
-/** Before there is a client: the client's own initial status (tsc checks the shape). @type {ConnectionStatus} */
-const NO_STATUS = Object.freeze({
-  state: /** @type {ConnectionState} */ ('connecting'),
-  transport: null,
-  attempt: 0,
-  retryAt: null,
-  rtt: null,
-  instance: null,
-  session: null,
-  user: null,
-  reason: null,
-  error: null,
-  awaitingToken: null,
-});
-
 /**
  * The connection's state name; re-renders when it changes.
  * @returns {ConnectionState}
@@ -84,8 +70,8 @@ export function useConnectionStatus() {
   const subscribe = useCallback((/** @type {() => void} */ onChange) => (client ? client.on('status', onChange) : noop), [client]);
   return useSyncExternalStore(
     subscribe,
-    () => (client ? client.status : NO_STATUS),
-    () => NO_STATUS,
+    () => (client ? client.status : INITIAL_STATUS),
+    () => INITIAL_STATUS,
   );
 }
 

@@ -385,14 +385,18 @@ impl Worker {
             tracing::info!(error = %e, "kafka: offsets not stored");
         }
 
-        let m = &self.shared.metrics.source;
+        // Counted per topic, once per batch: a metric family is a locked map.
+        let mut counts: HashMap<&str, (u64, u64)> = HashMap::new();
         for (msg, fate) in batch.iter().zip(&fates) {
-            let Some(labels) = self.labels.get(msg.topic()) else {
-                continue;
-            };
-            m.consumed.get_or_create(labels).inc();
-            if matches!(fate, Fate::Duplicate) {
-                m.duplicates.get_or_create(labels).inc();
+            let (consumed, duplicates) = counts.entry(msg.topic()).or_default();
+            *consumed += 1;
+            *duplicates += u64::from(matches!(fate, Fate::Duplicate));
+        }
+        let m = &self.shared.metrics.source;
+        for (topic, (consumed, duplicates)) in counts {
+            if let Some(labels) = self.labels.get(topic) {
+                m.consumed.get_or_create(labels).inc_by(consumed);
+                m.duplicates.get_or_create(labels).inc_by(duplicates);
             }
         }
         true
