@@ -15,6 +15,7 @@
 use actix::Message;
 use bytestring::ByteString;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// One encoded frame and its position in its channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +33,20 @@ pub type Frames = Arc<[Outbound]>;
 pub struct Publish {
     pub channel: Arc<str>,
     pub frames: Frames,
+    /// When the frames entered this replica (published here, or received
+    /// from the broker): the hub's dispatch time is measured from it.
+    pub at: Instant,
+}
+
+impl Publish {
+    /// Frames entering this replica now.
+    pub fn new(channel: Arc<str>, frames: Frames) -> Self {
+        Publish {
+            channel,
+            frames,
+            at: Instant::now(),
+        }
+    }
 }
 
 /// The broker reconnected: frames may have been missed. Every session reads

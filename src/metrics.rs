@@ -30,8 +30,39 @@ pub struct Metrics {
     pub ingest_batch_events: Histogram,
     pub commit_seconds: Histogram,
     pub stats_query_seconds: Histogram,
-    pub delivery_seconds: Histogram,
+    pub stages: Stages,
     pub source: SourceMetrics,
+}
+
+/// The stages of one event's way from ingest to a client's socket, each a
+/// series of `pulsehub_stage_seconds{stage=…}`: where a latency tail comes
+/// from. Fields are the family's histograms, looked up once.
+pub struct Stages {
+    /// `POST /api/events` (or a bus batch) arrived → queued for the commit:
+    /// body read, JSON parsed, validated, through the committer's mailbox.
+    pub receive: Histogram,
+    /// Queued → taken into a group commit (per job).
+    pub queue: Histogram,
+    /// The group commit's statements (per commit).
+    pub statements: Histogram,
+    /// The rest of the transaction: BEGIN and COMMIT, i.e. the WAL flush.
+    pub commit: Histogram,
+    /// Redis: handed to the broker → its PUBLISH acknowledged (per channel
+    /// per commit; includes Redis's own fan-out to the other replicas).
+    pub publish: Histogram,
+    /// Redis: published on one replica → received on another (wall clocks of
+    /// the two replicas: meaningful on one machine or with synced clocks).
+    pub relay: Histogram,
+    /// Frames entering this replica's hub → handed to every local subscriber
+    /// (the hub's mailbox wait and its loop; coalesced channels excluded).
+    pub dispatch: Histogram,
+    /// Handed to a session → written to its socket buffer (per session).
+    pub write: Histogram,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabels {
+    stage: &'static str,
 }
 
 /// One stream (or topic) of a bus source: `source` is `redis_streams` or
@@ -99,31 +130,79 @@ impl Metrics {
             h
         };
         Metrics {
-            sessions: gauge(&mut r, "sessions", "WebSocket sessions open on this replica"),
-            subscriptions: gauge(&mut r, "subscriptions", "Channel subscriptions on this replica"),
-            broker_up: gauge(&mut r, "broker_up", "1 when the broker (Redis) is connected, 0 when down"),
+            sessions: gauge(
+                &mut r,
+                "sessions",
+                "WebSocket sessions open on this replica",
+            ),
+            subscriptions: gauge(
+                &mut r,
+                "subscriptions",
+                "Channel subscriptions on this replica",
+            ),
+            broker_up: gauge(
+                &mut r,
+                "broker_up",
+                "1 when the broker (Redis) is connected, 0 when down",
+            ),
             connections_total: counter(&mut r, "connections", "WebSocket sessions started"),
-            connections_refused: counter(&mut r, "connections_refused", "WebSocket upgrades refused: the user was at PULSEHUB_MAX_CONNECTIONS_PER_USER"),
+            connections_refused: counter(
+                &mut r,
+                "connections_refused",
+                "WebSocket upgrades refused: the user was at PULSEHUB_MAX_CONNECTIONS_PER_USER",
+            ),
             frames_in: counter(&mut r, "frames_in", "Frames received from clients"),
-            frames_out: counter(&mut r, "frames_out", "Frames handed to sessions for their clients"),
-            frames_dropped: counter(&mut r, "frames_dropped", "Frames not delivered to a slow consumer"),
-            slow_consumers: counter(&mut r, "slow_consumers", "Connections closed as slow consumers"),
-            broker_published: counter(&mut r, "broker_published", "Messages published to the broker"),
-            broker_received: counter(&mut r, "broker_received", "Messages received from the broker"),
-            broker_errors: counter(&mut r, "broker_errors", "Broker connection and command errors"),
-            broker_dropped: counter(&mut r, "broker_dropped", "Broker writes dropped (queue full or broker down)"),
+            frames_out: counter(
+                &mut r,
+                "frames_out",
+                "Frames handed to sessions for their clients",
+            ),
+            frames_dropped: counter(
+                &mut r,
+                "frames_dropped",
+                "Frames not delivered to a slow consumer",
+            ),
+            slow_consumers: counter(
+                &mut r,
+                "slow_consumers",
+                "Connections closed as slow consumers",
+            ),
+            broker_published: counter(
+                &mut r,
+                "broker_published",
+                "Messages published to the broker",
+            ),
+            broker_received: counter(
+                &mut r,
+                "broker_received",
+                "Messages received from the broker",
+            ),
+            broker_errors: counter(
+                &mut r,
+                "broker_errors",
+                "Broker connection and command errors",
+            ),
+            broker_dropped: counter(
+                &mut r,
+                "broker_dropped",
+                "Broker writes dropped (queue full or broker down)",
+            ),
             ingest_batch_events: {
                 let h = Histogram::new(exponential_buckets(1.0, 2.0, 14));
-                r.register("ingest_batch_events", "Events committed per group commit", h.clone());
+                r.register(
+                    "ingest_batch_events",
+                    "Events committed per group commit",
+                    h.clone(),
+                );
                 h
             },
             commit_seconds: seconds(&mut r, "commit_seconds", "Duration of a group commit"),
-            stats_query_seconds: seconds(&mut r, "stats_query_seconds", "Duration of a scope's stats query"),
-            delivery_seconds: seconds(
+            stats_query_seconds: seconds(
                 &mut r,
-                "delivery_seconds",
-                "From the hub handing frames to a session until they are written to its socket buffer",
+                "stats_query_seconds",
+                "Duration of a scope's stats query",
             ),
+            stages: Stages::register(&mut r),
             source: SourceMetrics::register(&mut r),
             registry: r,
         }
@@ -143,6 +222,31 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
+    }
+}
+
+impl Stages {
+    fn register(r: &mut Registry) -> Self {
+        // 10 µs … ~2.6 s in steps of √2: fine enough to read a p99 off.
+        let stages = Family::<StageLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.00001, std::f64::consts::SQRT_2, 37))
+        });
+        r.register(
+            "stage_seconds",
+            "Time an event spends in each stage from ingest to a client's socket",
+            stages.clone(),
+        );
+        let stage = |stage| stages.get_or_create_owned(&StageLabels { stage });
+        Stages {
+            receive: stage("receive"),
+            queue: stage("queue"),
+            statements: stage("statements"),
+            commit: stage("commit"),
+            publish: stage("publish"),
+            relay: stage("relay"),
+            dispatch: stage("dispatch"),
+            write: stage("write"),
+        }
     }
 }
 
@@ -195,7 +299,13 @@ mod tests {
         let m = Metrics::new();
         m.frames_in.inc_by(3);
         m.commit_seconds.observe(0.002);
+        m.stages.queue.observe(0.0003);
         let text = m.render();
+        assert!(
+            text.contains("pulsehub_stage_seconds_count{stage=\"queue\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("pulsehub_stage_seconds_count{stage=\"relay\"} 0"));
         assert!(text.contains("pulsehub_frames_in_total 3"), "{text}");
         assert!(text.contains("# TYPE pulsehub_commit_seconds histogram"));
         assert!(text.ends_with("# EOF\n"));

@@ -7,7 +7,7 @@
 //! command line over them.
 //!
 //! Dependencies point one way: the leaves (`target`, `measure`,
-//! `first_error`, `run_info`, `client`, `raw`, `kafka`, `publisher`, `swarm`) ← `scenarios` ← `report` ← the
+//! `first_error`, `run_info`, `client`, `raw`, `kafka`, `publisher`, `stages`, `swarm`) ← `scenarios` ← `report` ← the
 //! binary. A scenario never imports `report`; `report` gathers the
 //! scenarios' results.
 //!
@@ -23,6 +23,7 @@ pub mod raw;
 pub mod report;
 pub mod run_info;
 pub mod scenarios;
+pub mod stages;
 pub mod swarm;
 pub mod target;
 

@@ -20,10 +20,7 @@ impl InMemoryBroker {
 
 impl Broker for InMemoryBroker {
     fn publish(&self, channel: &str, frames: Frames) {
-        self.hub.do_send(Publish {
-            channel: channel.into(),
-            frames,
-        });
+        self.hub.do_send(Publish::new(channel.into(), frames));
     }
 
     fn name(&self) -> &'static str {

@@ -265,7 +265,13 @@ impl Handler<Publish> for Hub {
             .coalescer
             .offer(&msg.channel, msg.frames, Instant::now())
         {
-            Offer::Now(frames) => self.deliver(&msg.channel, frames, ctx),
+            Offer::Now(frames) => {
+                self.deliver(&msg.channel, frames, ctx);
+                self.metrics
+                    .stages
+                    .dispatch
+                    .observe(msg.at.elapsed().as_secs_f64());
+            }
             Offer::Held(Some(after)) => {
                 let channel = msg.channel;
                 ctx.run_later(after, move |hub, ctx| {

@@ -40,6 +40,8 @@ use tokio::sync::oneshot;
 #[rtype(result = "()")]
 pub struct Ingest {
     pub events: Vec<NewEvent>,
+    /// When the batch arrived at its source (the `receive` stage).
+    pub received: Instant,
     pub reply: Reply<Stored>,
 }
 
@@ -109,7 +111,7 @@ impl Committer {
                 "the hub is shutting down; retry elsewhere".into(),
             ));
         }
-        if self.queue.push(job) {
+        if self.queue.push(job, Instant::now()) {
             self.pump(ctx);
         }
     }
@@ -119,7 +121,7 @@ impl Committer {
         if self.committing {
             return;
         }
-        let Some(batch) = self.queue.take(self.settings.batch_max) else {
+        let Some(batch) = self.queue.take(self.settings.batch_max, Instant::now()) else {
             if let Some(waiters) = self.draining.as_mut() {
                 for w in waiters.drain(..) {
                     let _ = w.send(());
@@ -133,17 +135,27 @@ impl Committer {
             notes,
             waiting,
             weight,
+            waited,
         } = batch;
+        for wait in waited {
+            self.metrics.stages.queue.observe(wait.as_secs_f64());
+        }
         let pool = self.pool.clone();
         let started = Instant::now();
+        let stages = self.metrics.clone();
         let commit = async move {
             let mut conn = pool.get().await.map_err(HubError::from)?;
+            let began = Instant::now();
             let done = commit::commit_batch(&mut conn, &events, &notes)
                 .await
                 .map_err(|e| {
                     tracing::error!(error = %e, "commit failed");
                     HubError::Unavailable("database error; nothing was stored, retry".into())
                 })?;
+            let stages = &stages.stages;
+            stages.statements.observe(done.statements.as_secs_f64());
+            let rest = began.elapsed().saturating_sub(done.statements);
+            stages.commit.observe(rest.as_secs_f64());
             Ok::<_, HubError>((events, notes, done))
         };
         ctx.spawn(commit.into_actor(self).map(move |result, act, ctx| {
@@ -280,6 +292,10 @@ impl Actor for Committer {
 impl Handler<Ingest> for Committer {
     type Result = ();
     fn handle(&mut self, msg: Ingest, ctx: &mut Context<Self>) {
+        self.metrics
+            .stages
+            .receive
+            .observe(msg.received.elapsed().as_secs_f64());
         self.enqueue(Job::Events(msg.events, msg.reply), ctx);
     }
 }

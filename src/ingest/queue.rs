@@ -13,6 +13,7 @@
 use crate::error::HubError;
 use crate::events::{NewEvent, NewNotification};
 use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// Where a job's result goes.
@@ -98,10 +99,13 @@ pub struct Batch {
     /// In the order of `events` and `notes`.
     pub waiting: Vec<Waiting>,
     pub weight: usize,
+    /// How long each job waited in the queue.
+    pub waited: Vec<Duration>,
 }
 
 pub struct Queue {
-    jobs: VecDeque<Job>,
+    /// Each job with when it was queued.
+    jobs: VecDeque<(Instant, Job)>,
     queued: usize,
     max: usize,
 }
@@ -121,7 +125,7 @@ impl Queue {
 
     /// Queues a job; one that does not fit is answered `unavailable` at
     /// once and `false` returned.
-    pub fn push(&mut self, job: Job) -> bool {
+    pub fn push(&mut self, job: Job, now: Instant) -> bool {
         if self.queued + job.weight() > self.max {
             job.refuse(HubError::Unavailable(
                 "ingest queue is full; retry shortly".into(),
@@ -129,33 +133,37 @@ impl Queue {
             return false;
         }
         self.queued += job.weight();
-        self.jobs.push_back(job);
+        self.jobs.push_back((now, job));
         true
     }
 
     /// The next batch, or `None` when nothing waits.
-    pub fn take(&mut self, batch_max: usize) -> Option<Batch> {
+    pub fn take(&mut self, batch_max: usize, now: Instant) -> Option<Batch> {
         let mut batch = Batch {
             events: Vec::new(),
             notes: Vec::new(),
             waiting: Vec::new(),
             weight: 0,
+            waited: Vec::new(),
         };
-        while let Some(job) = self.jobs.front() {
+        while let Some((_, job)) = self.jobs.front() {
             if !batch.waiting.is_empty() && batch.weight + job.weight() > batch_max {
                 break;
             }
             batch.weight += job.weight();
-            match self.jobs.pop_front() {
-                Some(Job::Events(mut e, reply)) => {
+            let Some((queued, job)) = self.jobs.pop_front() else {
+                break;
+            };
+            batch.waited.push(now.saturating_duration_since(queued));
+            match job {
+                Job::Events(mut e, reply) => {
                     batch.waiting.push(Waiting::Events(e.len(), reply));
                     batch.events.append(&mut e);
                 }
-                Some(Job::Note(n, reply)) => {
+                Job::Note(n, reply) => {
                     batch.waiting.push(Waiting::Note(reply));
                     batch.notes.push(n);
                 }
-                None => break,
             }
         }
         self.queued -= batch.weight;
@@ -179,18 +187,26 @@ mod tests {
 
     #[test]
     fn bounded_by_weight_and_batched_in_order() {
+        let t0 = Instant::now();
+        let later = t0 + Duration::from_millis(5);
         let mut q = Queue::new(10);
-        assert!(q.push(events(4)));
-        assert!(q.push(events(4)));
-        assert!(!q.push(events(3)), "4 + 4 + 3 passes the bound");
-        assert!(q.push(events(2)));
-        let first = q.take(6).unwrap();
+        assert!(q.push(events(4), t0));
+        assert!(q.push(events(4), t0));
+        assert!(!q.push(events(3), t0), "4 + 4 + 3 passes the bound");
+        assert!(q.push(events(2), later));
+        let first = q.take(6, later).unwrap();
         assert_eq!(first.weight, 4, "the second job does not fit in 6");
-        let second = q.take(6).unwrap();
+        assert_eq!(first.waited, [Duration::from_millis(5)]);
+        let second = q.take(6, later).unwrap();
         assert_eq!((second.weight, second.waiting.len()), (6, 2));
-        assert!(q.take(6).is_none());
+        assert_eq!(second.waited, [Duration::from_millis(5), Duration::ZERO]);
+        assert!(q.take(6, later).is_none());
         // Room again once taken.
-        assert!(q.push(events(10)));
-        assert_eq!(q.take(3).unwrap().weight, 10, "a large job goes alone");
+        assert!(q.push(events(10), later));
+        assert_eq!(
+            q.take(3, later).unwrap().weight,
+            10,
+            "a large job goes alone"
+        );
     }
 }

@@ -13,15 +13,17 @@ use crate::ingest::Notify;
 use crate::source::batch::commit;
 use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
+use std::time::Instant;
 
 pub async fn events(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, HubError> {
+    let received = Instant::now();
     writer(&req, &state)?;
     let events = validate_batch(&json_body(payload, state.config.request_timeout()).await?)?;
-    let stored = commit(&state.ingest.clone().recipient(), events).await?;
+    let stored = commit(&state.ingest.clone().recipient(), events, received).await?;
     Ok(HttpResponse::Accepted().json(stored.accepted()))
 }
 

@@ -91,7 +91,8 @@ impl Handler<Deliver> for WsSession {
         self.outbox.release(msg.frames.len(), bytes);
         self.state
             .metrics
-            .delivery_seconds
+            .stages
+            .write
             .observe(msg.sent.elapsed().as_secs_f64());
         let Some(sub) = self.subs.get_mut(&msg.channel) else {
             return;

@@ -15,6 +15,7 @@ use crate::ingest::{Ingest, Outcome, Stored};
 use crate::metrics::Metrics;
 use actix::Recipient;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::watch;
 
 /// What every source's tasks share: the decoder, the way to ingest, the
@@ -38,10 +39,21 @@ pub enum Fate<'a> {
     Refused(&'a Refusal),
 }
 
-/// Commits validated events as one batch and waits for the commit.
-pub async fn commit(ingest: &Recipient<Ingest>, events: Vec<NewEvent>) -> Result<Stored, HubError> {
+/// Commits validated events as one batch and waits for the commit;
+/// `received` is when the batch arrived (the `receive` stage starts there).
+pub async fn commit(
+    ingest: &Recipient<Ingest>,
+    events: Vec<NewEvent>,
+    received: Instant,
+) -> Result<Stored, HubError> {
     let (reply, done) = tokio::sync::oneshot::channel();
-    ingest.send(Ingest { events, reply }).await?;
+    ingest
+        .send(Ingest {
+            events,
+            received,
+            reply,
+        })
+        .await?;
     done.await.map_err(HubError::internal)?
 }
 
@@ -52,6 +64,7 @@ pub async fn commit_messages<'a>(
     ingest: &Recipient<Ingest>,
     messages: &'a [Result<NewEvent, Refusal>],
 ) -> Result<Vec<Fate<'a>>, HubError> {
+    let received = Instant::now();
     let events: Vec<NewEvent> = messages
         .iter()
         .filter_map(|m| m.as_ref().ok().cloned())
@@ -59,7 +72,7 @@ pub async fn commit_messages<'a>(
     let stored = if events.is_empty() {
         Stored(Vec::new())
     } else {
-        commit(ingest, events).await?
+        commit(ingest, events, received).await?
     };
     let mut outcomes = stored.0.into_iter();
     messages

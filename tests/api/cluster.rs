@@ -34,6 +34,17 @@ async fn an_event_ingested_on_one_replica_reaches_the_other() {
         let got = recv_kind(c, "event", 10).await;
         assert_eq!(offsets(&got), (1..=10).collect::<Vec<_>>());
     }
+    // Each replica timed its publishes and the other's relayed frames.
+    for app in [a, b] {
+        for stage in ["publish", "relay"] {
+            let n = app
+                .metric(&format!(
+                    r#"pulsehub_stage_seconds_count{{stage="{stage}"}}"#
+                ))
+                .await;
+            assert!(n >= 1.0, "stage {stage}: {n}");
+        }
+    }
     // Stats on B reach the exact total, though half the events came through A.
     loop {
         let f = on_b.recv().await;

@@ -154,7 +154,12 @@ async fn health_and_ready() {
         "pulsehub_frames_in_total 1",
         "pulsehub_frames_out_total 3",
         "pulsehub_ingest_batch_events_sum 3.0",
-        "pulsehub_delivery_seconds_count 1",
+        r#"pulsehub_stage_seconds_count{stage="receive"} 1"#,
+        r#"pulsehub_stage_seconds_count{stage="queue"} 1"#,
+        r#"pulsehub_stage_seconds_count{stage="statements"} 1"#,
+        r#"pulsehub_stage_seconds_count{stage="commit"} 1"#,
+        r#"pulsehub_stage_seconds_count{stage="dispatch"} 1"#,
+        r#"pulsehub_stage_seconds_count{stage="write"} 1"#,
     ] {
         assert!(
             text.lines().any(|l| l == line),

@@ -38,6 +38,16 @@ async fn fanout_to_100_subscribers_loses_nothing() {
     assert_eq!(d.disconnects, 0, "{}", report.table());
     assert!(report.problems().is_empty(), "{}", report.table());
     assert_eq!(report.latency.count, 300 * 100);
+    // The hub's own stages were read: a write per subscriber per delivery
+    // and at least one commit (group commit merges requests).
+    let stage = |name: &str| report.stages.iter().find(|s| s.stage == name);
+    let write = stage("write").unwrap_or_else(|| panic!("{}", report.table()));
+    assert!(write.count >= 100, "{}", report.table());
+    assert!(write.p99_ms >= write.p50_ms, "{}", report.table());
+    for name in ["receive", "queue", "statements", "commit", "dispatch"] {
+        assert!(stage(name).is_some(), "{name}: {}", report.table());
+    }
+    assert!(stage("relay").is_none(), "one hub relays nothing");
 }
 
 #[actix_web::test]
@@ -149,10 +159,9 @@ async fn rapid_publishes_arrive_whole_and_in_order() {
             seq: offset,
             text: text.to_string().into(),
         }];
-        app.state.hub.do_send(Publish {
-            channel: channel.clone(),
-            frames: frames.into(),
-        });
+        app.state
+            .hub
+            .do_send(Publish::new(channel.clone(), frames.into()));
         if offset % 100 == 0 {
             // A pause longer than the window: the next publish goes at once.
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -3,11 +3,12 @@
 //! stamped with its send time. `bus` is the same run with the events
 //! produced to a Kafka topic the hubs consume ([`Via::Kafka`]). Reports loss, duplication, order and the
 //! latency from ingest to delivery, per delivery and for the last receiver
-//! of each event.
+//! of each event, and where that time goes inside the hubs ([`stages`]).
 
 use crate::measure::{self, Latency};
 use crate::publisher::{self, Plan, Published, Via};
 use crate::run_info::RunInfo;
+use crate::stages::{self, Stage};
 use crate::swarm::{tally, Delivery, Swarm, SwarmSpec};
 use crate::target::{run_id, Target};
 use serde::Serialize;
@@ -81,6 +82,8 @@ pub struct FanoutReport {
     pub hub_cpu_ms_per_event: Option<f64>,
     /// Resident memory of this load generator at the end.
     pub loadtest_rss_mb: f64,
+    /// The hubs' own stage histograms over the run (empty: no `/metrics`).
+    pub stages: Vec<Stage>,
 }
 
 /// Runs the scenario; `Err` only when it cannot run at all.
@@ -128,6 +131,7 @@ pub async fn run(target: Arc<Target>, opts: &FanoutOpts) -> anyhow::Result<Fanou
     let started = Instant::now();
     let started_us = crate::target::unix_micros();
     let cpu_before = measure::cpu_seconds(&opts.hub_pids);
+    let stages_before = stages::snapshot(&target).await;
     let publisher = tokio::spawn(publisher::run(target.clone(), plan));
     let publish = swarm.deliver_until(publisher, &bar).await?;
     swarm
@@ -136,6 +140,10 @@ pub async fn run(target: Arc<Target>, opts: &FanoutOpts) -> anyhow::Result<Fanou
     let hub_cpu_s = match (cpu_before, measure::cpu_seconds(&opts.hub_pids)) {
         (Some(a), Some(b)) => Some(((b - a) * 100.0).round() / 100.0),
         _ => None,
+    };
+    let stages = match (stages_before, stages::snapshot(&target).await) {
+        (Some(before), Some(after)) => after.since(&before),
+        _ => Vec::new(),
     };
     let first_error = swarm.first_error().or(publish.first_error.clone());
     let state = swarm.state.clone();
@@ -172,6 +180,7 @@ pub async fn run(target: Arc<Target>, opts: &FanoutOpts) -> anyhow::Result<Fanou
         hub_cpu_ms_per_event,
         hub_cpu_s,
         loadtest_rss_mb: measure::own_rss_bytes().unwrap_or(0) as f64 / 1048576.0,
+        stages,
     })
 }
 
@@ -191,6 +200,9 @@ impl FanoutReport {
         if let (Some(s), Some(us)) = (self.hub_cpu_s, self.hub_cpu_us_per_delivery) {
             t +=
                 &format!("hub CPU            {s:.2}s while publishing = {us:.2} µs per delivery\n");
+        }
+        if !self.stages.is_empty() {
+            t += &stages::lines(&self.stages);
         }
         if let Some(e) = &self.first_error {
             t += &format!("first error        {e}\n");

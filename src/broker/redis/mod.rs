@@ -27,9 +27,9 @@ use futures_util::StreamExt;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
-use wire::{decode_frames, encode_frames, Envelope, Gossip};
+use wire::{decode_frames, encode_frames, unix_micros, Envelope, Gossip};
 
 /// Writes waiting for Redis; beyond this they are dropped (and counted).
 const QUEUE: usize = 65_536;
@@ -43,7 +43,9 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(3);
 
 enum Op {
-    Publish(String, Bytes),
+    /// Channel, payload, and for frames when they were handed over
+    /// (the `publish` stage; gossip is not timed).
+    Publish(String, Bytes, Option<Instant>),
     Claim(String, Duration, oneshot::Sender<bool>),
 }
 
@@ -126,7 +128,11 @@ impl RedisBroker {
 
     fn gossip(&self, gossip: Gossip) {
         if let Some(payload) = Envelope::encode(&self.instance, gossip) {
-            self.send(Op::Publish(format!("{}:gossip", self.prefix), payload));
+            self.send(Op::Publish(
+                format!("{}:gossip", self.prefix),
+                payload,
+                None,
+            ));
         }
     }
 }
@@ -140,12 +146,15 @@ fn relayed(channel: &str) -> bool {
 impl Broker for RedisBroker {
     fn publish(&self, channel: &str, frames: Frames) {
         let payload = relayed(channel).then(|| encode_frames(&self.instance, &frames));
-        self.hub.do_send(Publish {
-            channel: channel.into(),
-            frames,
-        });
+        let publish = Publish::new(channel.into(), frames);
+        let at = publish.at;
+        self.hub.do_send(publish);
         if let Some(payload) = payload {
-            self.send(Op::Publish(format!("{}:c:{channel}", self.prefix), payload));
+            self.send(Op::Publish(
+                format!("{}:c:{channel}", self.prefix),
+                payload,
+                Some(at),
+            ));
         }
     }
 
@@ -262,14 +271,16 @@ async fn send_batch(
     let mut pipe = redis::pipe();
     let mut claims = Vec::new();
     let mut publishes = 0u64;
+    let mut handed = Vec::new();
     for op in batch.drain(..) {
         match op {
-            Op::Publish(channel, payload) => {
+            Op::Publish(channel, payload, at) => {
                 pipe.cmd("PUBLISH")
                     .arg(channel)
                     .arg(payload.as_ref())
                     .ignore();
                 publishes += 1;
+                handed.extend(at);
             }
             Op::Claim(key, ttl, reply) => {
                 pipe.cmd("SET")
@@ -285,6 +296,13 @@ async fn send_batch(
     match tokio::time::timeout(TIMEOUT, pipe.query_async::<Vec<redis::Value>>(conn)).await {
         Ok(Ok(values)) => {
             shared.metrics.broker_published.inc_by(publishes);
+            for at in handed {
+                shared
+                    .metrics
+                    .stages
+                    .publish
+                    .observe(at.elapsed().as_secs_f64());
+            }
             for (reply, value) in claims.into_iter().zip(values) {
                 let _ = reply.send(!matches!(value, redis::Value::Nil));
             }
@@ -396,9 +414,11 @@ impl Subscriber {
 
     fn gossip(&self, gossip: Gossip) {
         if let Some(payload) = Envelope::encode(&self.instance, gossip) {
-            let _ = self
-                .ops
-                .try_send(Op::Publish(format!("{}:gossip", self.prefix), payload));
+            let _ = self.ops.try_send(Op::Publish(
+                format!("{}:gossip", self.prefix),
+                payload,
+                None,
+            ));
         }
     }
 
@@ -439,11 +459,14 @@ impl Subscriber {
             return;
         };
         match decode_frames(Bytes::copy_from_slice(payload)) {
-            Some((origin, frames)) if *origin != *self.instance => {
-                self.inbound.hub.do_send(Publish {
-                    channel: name.into(),
-                    frames: frames.into(),
-                })
+            Some(relay) if *relay.origin != *self.instance => {
+                if let Some(sent) = relay.sent_us {
+                    let us = unix_micros().saturating_sub(sent);
+                    self.shared.metrics.stages.relay.observe(us as f64 / 1e6);
+                }
+                self.inbound
+                    .hub
+                    .do_send(Publish::new(name.into(), relay.frames.into()))
             }
             Some(_) => {}
             None => tracing::warn!(channel = name, "malformed frames from redis"),

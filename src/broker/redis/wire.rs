@@ -2,8 +2,10 @@
 //! each other's.
 //!
 //! - Frames, on `{prefix}:c:{channel}`: a small binary envelope
-//!   `origin, count, (seq, len, bytes)*` around the already-encoded frames,
-//!   so they stay the bytes they were.
+//!   `origin, count, (seq, len, bytes)*, sent` around the already-encoded
+//!   frames, so they stay the bytes they were; `sent` (the publisher's wall
+//!   clock, µs) times the relay and may be absent (older replicas neither
+//!   write nor read it).
 //! - Everything else, on `{prefix}:gossip`: one compact JSON [`Envelope`],
 //!   `{"i": sender, "k": kind, …fields}`.
 
@@ -57,10 +59,26 @@ impl Envelope {
     }
 }
 
-/// `origin, count, (seq, len, bytes)*` — frames stay the bytes they were.
+/// Frames as received from another replica.
+#[derive(Debug)]
+pub struct Relayed {
+    pub origin: String,
+    pub frames: Vec<Outbound>,
+    /// The publisher's wall clock when it sent them, µs since the epoch.
+    pub sent_us: Option<u64>,
+}
+
+/// Microseconds since the Unix epoch, by this machine's clock.
+pub fn unix_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// `origin, count, (seq, len, bytes)*, sent` — frames stay the bytes they were.
 pub fn encode_frames(instance: &str, frames: &[Outbound]) -> Bytes {
     let size: usize = frames.iter().map(|f| f.text.len() + 12).sum();
-    let mut b = BytesMut::with_capacity(instance.len() + 6 + size);
+    let mut b = BytesMut::with_capacity(instance.len() + 14 + size);
     b.put_u16(instance.len() as u16);
     b.put_slice(instance.as_bytes());
     b.put_u32(frames.len() as u32);
@@ -69,11 +87,12 @@ pub fn encode_frames(instance: &str, frames: &[Outbound]) -> Bytes {
         b.put_u32(f.text.len() as u32);
         b.put_slice(f.text.as_bytes());
     }
+    b.put_u64(unix_micros());
     b.freeze()
 }
 
-/// The origin and frames of a payload; `None` when malformed.
-pub fn decode_frames(mut b: Bytes) -> Option<(String, Vec<Outbound>)> {
+/// The frames of a payload; `None` when malformed.
+pub fn decode_frames(mut b: Bytes) -> Option<Relayed> {
     let take = |b: &mut Bytes, n: usize| (b.remaining() >= n).then(|| b.split_to(n));
     let n = take(&mut b, 2)?.get_u16() as usize;
     let origin = String::from_utf8(take(&mut b, n)?.to_vec()).ok()?;
@@ -85,7 +104,16 @@ pub fn decode_frames(mut b: Bytes) -> Option<(String, Vec<Outbound>)> {
         let text = bytestring::ByteString::try_from(take(&mut b, len)?).ok()?;
         frames.push(Outbound { seq, text });
     }
-    Some((origin, frames))
+    let sent_us = match b.remaining() {
+        0 => None,
+        8 => Some(b.get_u64()),
+        _ => return None,
+    };
+    Some(Relayed {
+        origin,
+        frames,
+        sent_us,
+    })
 }
 
 #[cfg(test)]
@@ -105,8 +133,12 @@ mod tests {
                 text: "é".into(),
             },
         ];
-        let (origin, back) = decode_frames(encode_frames("hub-a", &frames)).unwrap();
-        assert_eq!(origin, "hub-a");
+        let before = unix_micros();
+        let relayed = decode_frames(encode_frames("hub-a", &frames)).unwrap();
+        assert_eq!(relayed.origin, "hub-a");
+        let sent = relayed.sent_us.unwrap();
+        assert!(sent >= before && sent <= unix_micros(), "{sent}");
+        let back = relayed.frames;
         assert_eq!(back.len(), 2);
         assert_eq!(
             (back[0].seq, &*back[0].text),
@@ -117,6 +149,10 @@ mod tests {
         let whole = encode_frames("hub-a", &frames);
         assert!(decode_frames(whole.slice(..whole.len() - 1)).is_none());
         assert!(decode_frames(Bytes::from_static(b"\xff")).is_none());
+        // A payload without the send time (an older replica) still decodes.
+        let old = whole.slice(..whole.len() - 8);
+        let relayed = decode_frames(old).unwrap();
+        assert_eq!((relayed.frames.len(), relayed.sent_us), (2, None));
     }
 
     fn round_trip(gossip: Gossip, json: &str) {
