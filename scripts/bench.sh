@@ -9,6 +9,7 @@
 #   BENCH_REPLICAS=2 scripts/bench.sh fanout-1k presence   # 2 replicas via Redis
 #
 # Presets: smoke connect-1k idle-100 idle-1k idle-10k fanout-100 fanout-1k
+#          (200 events/s to 1,000 subscribers) fanout-1k-100 (100 events/s)
 #          fanout-10k (4 events/s: one event at a time to 10,000)
 #          fanout-10k-busy (20 events/s) scale-100 scale-1k scale-10k (the
 #          same 4 events/s to 100, 1,000, 10,000 subscribers: how cost grows)
@@ -42,6 +43,11 @@
 #   BENCH_PERF       set to 1: `perf record` the hub during each preset
 #                    (needs linux-perf; perf.data files land in $BENCH_OUT)
 #   BENCH_HUB_ARGS   extra arguments for `pulsehub serve`
+#   BENCH_HUB_BIN    the hub binary to run instead of this checkout's release
+#                    build (A/B runs: the same loadtest against two builds)
+#   BENCH_HUB_CPUS, BENCH_LT_CPUS  CPU lists (taskset -c) for the hubs and for
+#                    the load generator, e.g. 0 and 1: keeps the generator's
+#                    own CPU out of the hubs' latency (default: unpinned)
 #   RUST_LOG         the hub's log filter (default warn: logging every
 #                    connection would be measured too)
 set -euo pipefail
@@ -81,8 +87,11 @@ export DATABASE_URL="postgres://postgres@$pg_host:$pg_port/$db"
 export RUST_LOG=${RUST_LOG:-warn}
 
 cargo build --release -p pulsehub -p pulsehub-loadtest -p pulsehub-simulate
-hub_bin=target/release/pulsehub
+hub_bin=${BENCH_HUB_BIN:-target/release/pulsehub}
 lt_bin=target/release/pulsehub-loadtest
+hub_pin=${BENCH_HUB_CPUS:+taskset -c $BENCH_HUB_CPUS}
+lt_pin=()
+if [[ -n ${BENCH_LT_CPUS:-} ]]; then lt_pin=(taskset -c "$BENCH_LT_CPUS"); fi
 mkdir -p "$out"
 if [[ -n $kafka ]]; then
     # The topic must exist before the hubs are ready: the simulator creates
@@ -113,7 +122,7 @@ hub_cmd() {
         cmd+=" PULSEHUB_KAFKA_BROKERS=$kafka PULSEHUB_KAFKA_TOPICS=$topic"
         cmd+=" PULSEHUB_KAFKA_PROPERTIES=auto.offset.reset=earliest"
     fi
-    cmd+=" $hub_bin serve --demo --bind 127.0.0.1:${ports[r]} ${BENCH_HUB_ARGS:-}"
+    cmd+=" ${hub_pin:-} $hub_bin serve --demo --bind 127.0.0.1:${ports[r]} ${BENCH_HUB_ARGS:-}"
     printf '%s' "$cmd"
 }
 
@@ -193,7 +202,7 @@ lt() {
     fi
     local status=0 t0
     t0=$(hub_ticks)
-    "$lt_bin" --url "$url_list" --json "$out/$name.json" --no-progress "$@" | tee -a "$log" || status=${PIPESTATUS[0]}
+    "${lt_pin[@]}" "$lt_bin" --url "$url_list" --json "$out/$name.json" --no-progress "$@" | tee -a "$log" || status=${PIPESTATUS[0]}
     if [[ -n $perf_pid ]]; then
         kill -INT "$perf_pid" 2>/dev/null || true
         wait "$perf_pid" 2>/dev/null || true
@@ -223,6 +232,7 @@ for preset in "${presets[@]}"; do
         idle-10k)   lt idle-10k idle -c 10000 --hub-pid "$(pid_list)" --hold 10 --concurrency 200 || status=$? ;;
         fanout-100) lt fanout-100 fanout --hub-pid "$(pid_list)" -c 100 -e 200 -d 20 --check || status=$? ;;
         fanout-1k)  lt fanout-1k fanout --hub-pid "$(pid_list)" -c 1000 -e 200 -d 20 --check || status=$? ;;
+        fanout-1k-100) lt fanout-1k-100 fanout --hub-pid "$(pid_list)" -c 1000 -e 100 -d 20 --check || status=$? ;;
         fanout-10k) lt fanout-10k fanout --hub-pid "$(pid_list)" -c 10000 -e 4 -d 30 --check || status=$? ;;
         fanout-10k-busy) lt fanout-10k-busy fanout --hub-pid "$(pid_list)" -c 10000 -e 20 -d 20 --check || status=$? ;;
         scale-100)  lt scale-100 fanout --hub-pid "$(pid_list)" -c 100 -e 4 -d 20 --check || status=$? ;;

@@ -82,6 +82,9 @@ pub struct FanoutReport {
     pub hub_cpu_ms_per_event: Option<f64>,
     /// Resident memory of this load generator at the end.
     pub loadtest_rss_mb: f64,
+    /// This load generator's own CPU time over the same span as `hub_cpu_s`:
+    /// on a shared machine, what it takes from the hubs.
+    pub loadtest_cpu_s: Option<f64>,
     /// The hubs' own stage histograms over the run (empty: no `/metrics`).
     pub stages: Vec<Stage>,
 }
@@ -131,16 +134,20 @@ pub async fn run(target: Arc<Target>, opts: &FanoutOpts) -> anyhow::Result<Fanou
     let started = Instant::now();
     let started_us = crate::target::unix_micros();
     let cpu_before = measure::cpu_seconds(&opts.hub_pids);
+    let own = [std::process::id()];
+    let own_before = measure::cpu_seconds(&own);
     let stages_before = stages::snapshot(&target).await;
     let publisher = tokio::spawn(publisher::run(target.clone(), plan));
     let publish = swarm.deliver_until(publisher, &bar).await?;
     swarm
         .drain(&publish.stored_per_scope, opts.drain, &bar)
         .await;
-    let hub_cpu_s = match (cpu_before, measure::cpu_seconds(&opts.hub_pids)) {
+    let spent = |before: Option<f64>, pids: &[u32]| match (before, measure::cpu_seconds(pids)) {
         (Some(a), Some(b)) => Some(((b - a) * 100.0).round() / 100.0),
         _ => None,
     };
+    let hub_cpu_s = spent(cpu_before, &opts.hub_pids);
+    let loadtest_cpu_s = spent(own_before, &own);
     let stages = match (stages_before, stages::snapshot(&target).await) {
         (Some(before), Some(after)) => after.since(&before),
         _ => Vec::new(),
@@ -180,6 +187,7 @@ pub async fn run(target: Arc<Target>, opts: &FanoutOpts) -> anyhow::Result<Fanou
         hub_cpu_ms_per_event,
         hub_cpu_s,
         loadtest_rss_mb: measure::own_rss_bytes().unwrap_or(0) as f64 / 1048576.0,
+        loadtest_cpu_s,
         stages,
     })
 }
@@ -200,6 +208,9 @@ impl FanoutReport {
         if let (Some(s), Some(us)) = (self.hub_cpu_s, self.hub_cpu_us_per_delivery) {
             t +=
                 &format!("hub CPU            {s:.2}s while publishing = {us:.2} µs per delivery\n");
+        }
+        if let Some(s) = self.loadtest_cpu_s {
+            t += &format!("load generator CPU {s:.2}s over the same span\n");
         }
         if !self.stages.is_empty() {
             t += &stages::lines(&self.stages);
