@@ -238,38 +238,38 @@ struct Store<'a> {
     sc_at: Vec<DateTime<Utc>>,
 }
 fixed_statement!(Store<'a>,
-    "WITH ev AS (\
-       INSERT INTO events (event_id, scope, feed_offset, kind, actor, subject, data, at) \
-       SELECT * FROM UNNEST($?::uuid[], $?::text[], $?::int8[], $?::text[], \
-                            $?::jsonb[], $?::jsonb[], $?::jsonb[], $?::timestamptz[])\
-     ), nt AS (\
-       INSERT INTO notifications (id, channel, channel_offset, level, title, body, at) \
-       SELECT * FROM UNNEST($?::uuid[], $?::text[], $?::int8[], $?::text[], \
-                            $?::text[], $?::text[], $?::timestamptz[])\
-     ), ct AS (\
-       INSERT INTO counters (scope, kind, count) \
-       SELECT * FROM UNNEST($?::text[], $?::text[], $?::int8[]) \
-       ON CONFLICT (scope, kind) DO UPDATE SET count = counters.count + excluded.count\
-     ), ss AS (\
-       INSERT INTO subject_states (scope, subject_type, subject_id, state, last_event_at) \
-       SELECT * FROM UNNEST($?::text[], $?::text[], $?::text[], $?::text[], $?::timestamptz[]) \
-       ON CONFLICT (scope, subject_type, subject_id) DO UPDATE \
-       SET state = COALESCE(excluded.state, subject_states.state), \
-           last_event_at = GREATEST(subject_states.last_event_at, excluded.last_event_at)\
-     ) \
-     INSERT INTO scopes (scope, last_event_at) \
-     SELECT * FROM UNNEST($?::text[], $?::timestamptz[]) \
-     ON CONFLICT (scope) DO UPDATE \
-     SET last_event_at = GREATEST(scopes.last_event_at, excluded.last_event_at)",
-    [
-        ev_ids: diesel::sql_types::Uuid, ev_scopes: Text, ev_offsets: Int8, ev_kinds: Text,
-        ev_actors: Nullable<Jsonb>, ev_subjects: Nullable<Jsonb>, ev_data: Jsonb, ev_at: Timestamptz,
-        nt_ids: diesel::sql_types::Uuid, nt_channels: Text, nt_offsets: Int8, nt_levels: Text,
-        nt_titles: Text, nt_bodies: Text, nt_at: Timestamptz,
-        ct_scopes: Text, ct_kinds: Text, ct_counts: Int8,
-        ss_scopes: Text, ss_types: Text, ss_ids: Text, ss_states: Nullable<Text>, ss_at: Timestamptz,
-        sc_scopes: Text, sc_at: Timestamptz,
-    ]);
+"WITH ev AS (\
+   INSERT INTO events (event_id, scope, feed_offset, kind, actor, subject, data, at) \
+   SELECT * FROM UNNEST($?::uuid[], $?::text[], $?::int8[], $?::text[], \
+                        $?::jsonb[], $?::jsonb[], $?::jsonb[], $?::timestamptz[])\
+ ), nt AS (\
+   INSERT INTO notifications (id, channel, channel_offset, level, title, body, at) \
+   SELECT * FROM UNNEST($?::uuid[], $?::text[], $?::int8[], $?::text[], \
+                        $?::text[], $?::text[], $?::timestamptz[])\
+ ), ct AS (\
+   INSERT INTO counters (scope, kind, count) \
+   SELECT * FROM UNNEST($?::text[], $?::text[], $?::int8[]) \
+   ON CONFLICT (scope, kind) DO UPDATE SET count = counters.count + excluded.count\
+ ), ss AS (\
+   INSERT INTO subject_states (scope, subject_type, subject_id, state, last_event_at) \
+   SELECT * FROM UNNEST($?::text[], $?::text[], $?::text[], $?::text[], $?::timestamptz[]) \
+   ON CONFLICT (scope, subject_type, subject_id) DO UPDATE \
+   SET state = COALESCE(excluded.state, subject_states.state), \
+       last_event_at = GREATEST(subject_states.last_event_at, excluded.last_event_at)\
+ ) \
+ INSERT INTO scopes (scope, last_event_at) \
+ SELECT * FROM UNNEST($?::text[], $?::timestamptz[]) \
+ ON CONFLICT (scope) DO UPDATE \
+ SET last_event_at = GREATEST(scopes.last_event_at, excluded.last_event_at)",
+[
+    ev_ids: diesel::sql_types::Uuid, ev_scopes: Text, ev_offsets: Int8, ev_kinds: Text,
+    ev_actors: Nullable<Jsonb>, ev_subjects: Nullable<Jsonb>, ev_data: Jsonb, ev_at: Timestamptz,
+    nt_ids: diesel::sql_types::Uuid, nt_channels: Text, nt_offsets: Int8, nt_levels: Text,
+    nt_titles: Text, nt_bodies: Text, nt_at: Timestamptz,
+    ct_scopes: Text, ct_kinds: Text, ct_counts: Int8,
+    ss_scopes: Text, ss_types: Text, ss_ids: Text, ss_states: Nullable<Text>, ss_at: Timestamptz,
+    sc_scopes: Text, sc_at: Timestamptz,
+]);
 
 type SubjectKey<'a> = (&'a str, &'a str, &'a str);
 type SubjectLatest<'a> = (Option<&'a str>, DateTime<Utc>);

@@ -97,19 +97,15 @@ impl Handler<Deliver> for WsSession {
         let Some(sub) = self.subs.get_mut(&msg.channel) else {
             return;
         };
-        let mut out = Vec::new();
         let mut gap_after = None;
         for frame in msg.frames.iter() {
             match sub.offer(frame) {
-                Accept::Send => out.push(frame.text.clone()),
+                Accept::Send => ctx.text(frame.text.clone()),
                 Accept::Skip => {}
                 Accept::Gap => gap_after = Some(sub.position()),
             }
         }
         let generation = sub.generation;
-        for text in out {
-            ctx.text(text);
-        }
         if let Some(after) = gap_after {
             self.fetch_page(msg.channel, generation, after, ctx);
         }

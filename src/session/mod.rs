@@ -79,7 +79,7 @@ pub struct WsSession {
     _slot: Slot,
     /// A fragmented message being received.
     fragments: fragments::Fragments,
-    subs: HashMap<Arc<str>, Sub>,
+    subs: HashMap<Arc<str>, Sub, foldhash::fast::RandomState>,
     /// Channels per scope this session holds: presence membership.
     scopes: HashMap<String, usize>,
     last_heard: Instant,
@@ -118,7 +118,7 @@ impl WsSession {
             claims,
             _slot: slot,
             fragments: fragments::Fragments::new(hard_cap(c)),
-            subs: HashMap::new(),
+            subs: HashMap::default(),
             scopes: HashMap::new(),
             last_heard: Instant::now(),
             limiter,
