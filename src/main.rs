@@ -8,12 +8,22 @@ use pulsehub::{db, telemetry};
 
 /// mimalloc, tuned to give memory back when clients leave: glibc kept its
 /// peak after 10,000 connections closed (docs/benchmarks.md).
+#[cfg(not(feature = "dhat-heap"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `--features dhat-heap`: every allocation is recorded by dhat (slow) and
+/// `dhat-heap.json` written when the process ends, for bytes per connection
+/// by allocation site (docs/benchmarks.md, "Memory by allocation site").
+#[cfg(feature = "dhat-heap")]
+#[global_allocator]
+static GLOBAL: dhat::Alloc = dhat::Alloc;
+
 /// Options of mimalloc v2's `mi_option_e` (include/mimalloc.h) that
 /// libmimalloc-sys does not name.
+#[cfg(not(feature = "dhat-heap"))]
 const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+#[cfg(not(feature = "dhat-heap"))]
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// Commit arena memory lazily, purge freed memory at once and use no
@@ -22,6 +32,7 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// pages the kernel kept filling sparse 2 MiB regions of an idle hub after
 /// an abuse run (docs/benchmarks.md). mimalloc's own `allow_thp` option is
 /// read before `main`, so the process opts out with `prctl` instead.
+#[cfg(not(feature = "dhat-heap"))]
 fn tune_allocator() {
     // SAFETY: setters of mimalloc's global options, which take plain
     // integers, and a prctl that only sets a flag on this process.
@@ -81,6 +92,9 @@ enum Cmd {
 }
 
 fn main() -> anyhow::Result<()> {
+    #[cfg(feature = "dhat-heap")]
+    let _profiler = dhat::Profiler::new_heap();
+    #[cfg(not(feature = "dhat-heap"))]
     tune_allocator();
     let cli = Cli::parse();
     let format = match &cli.command {
