@@ -58,6 +58,13 @@ pub struct Config {
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
 
+    /// Redis Cluster seed nodes for fan-out (comma-separated
+    /// `redis://host:port` URLs; one is enough, more survive a seed being
+    /// down): channels go over sharded pub/sub (`SPUBLISH`/`SSUBSCRIBE`,
+    /// Redis 7 or later). Set this or `REDIS_URL`, not both.
+    #[arg(long, env = "PULSEHUB_REDIS_CLUSTER_NODES", value_delimiter = ',')]
+    pub redis_cluster_nodes: Vec<String>,
+
     /// Prefix of every Redis key and channel (replicas of one cluster share it).
     #[arg(long, env = "PULSEHUB_REDIS_PREFIX", default_value = "pulsehub")]
     pub redis_prefix: String,
@@ -306,8 +313,40 @@ impl Config {
         self.allowed_origins
             .iter()
             .try_for_each(|o| crate::origin::validate(o))?;
+        self.validate_cluster()?;
         self.validate_streams()?;
         self.validate_kafka()
+    }
+
+    /// The Redis Cluster seed nodes in force (blank and repeated ones dropped).
+    pub fn cluster_nodes(&self) -> Vec<String> {
+        distinct(&self.redis_cluster_nodes)
+    }
+
+    fn validate_cluster(&self) -> Result<(), String> {
+        let nodes = self.cluster_nodes();
+        if nodes.is_empty() {
+            return Ok(());
+        }
+        if non_empty(&self.redis_url).is_some() {
+            return Err(
+                "set REDIS_URL (one Redis) or PULSEHUB_REDIS_CLUSTER_NODES (a Redis Cluster), not both"
+                    .into(),
+            );
+        }
+        if self.redis_prefix.contains('{') || self.redis_prefix.contains('}') {
+            return Err(
+                "PULSEHUB_REDIS_PREFIX must not contain '{' or '}' on a Redis Cluster (a hash tag would put every channel in one slot)"
+                    .into(),
+            );
+        }
+        match nodes.iter().find(|n| !n.starts_with("redis://")) {
+            Some(n) => Err(format!(
+                "PULSEHUB_REDIS_CLUSTER_NODES: '{}' is not a redis://host:port URL",
+                redact_url(n)
+            )),
+            None => Ok(()),
+        }
     }
 
     /// The Redis Streams in force (blank and repeated names dropped).
@@ -477,6 +516,14 @@ impl std::fmt::Debug for Config {
             .field("bind", &self.bind)
             .field("database_url", &redact_url(&self.database_url))
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .field(
+                "redis_cluster_nodes",
+                &self
+                    .redis_cluster_nodes
+                    .iter()
+                    .map(|n| redact_url(n))
+                    .collect::<Vec<_>>(),
+            )
             .field(
                 "redis_streams_url",
                 &self.redis_streams_url.as_deref().map(redact_url),

@@ -9,7 +9,8 @@
 
 use crate::auth::TokenKeys;
 use crate::broker::presence::PresenceManager;
-use crate::broker::{memory::InMemoryBroker, redis::RedisBroker, Broker, Inbound};
+use crate::broker::redis::{RedisBroker, Target};
+use crate::broker::{memory::InMemoryBroker, Broker, Inbound};
 use crate::config::Config;
 use crate::connections::UserConnections;
 use crate::db;
@@ -73,23 +74,28 @@ impl Application {
             presence: presence_ctx.address().recipient(),
             notices: stats_ctx.address().recipient(),
         };
-        let (broker, replicas): (Arc<dyn Broker>, Arc<dyn PresenceManager>) =
-            match &config.redis_url {
-                Some(url) => {
-                    let redis = Arc::new(RedisBroker::start(
-                        url,
-                        &config.redis_prefix,
-                        &instance,
-                        inbound,
-                        metrics.clone(),
-                    )?);
-                    (redis.clone(), redis)
-                }
-                None => {
-                    let memory = Arc::new(InMemoryBroker::new(inbound.hub));
-                    (memory.clone(), memory)
-                }
-            };
+        let cluster_nodes = config.cluster_nodes();
+        let target = match &config.redis_url {
+            _ if !cluster_nodes.is_empty() => Some(Target::Cluster(cluster_nodes)),
+            Some(url) => Some(Target::Single(url.clone())),
+            _ => None,
+        };
+        let (broker, replicas): (Arc<dyn Broker>, Arc<dyn PresenceManager>) = match &target {
+            Some(target) => {
+                let redis = Arc::new(RedisBroker::start(
+                    target,
+                    &config.redis_prefix,
+                    &instance,
+                    inbound,
+                    metrics.clone(),
+                )?);
+                (redis.clone(), redis)
+            }
+            None => {
+                let memory = Arc::new(InMemoryBroker::new(inbound.hub));
+                (memory.clone(), memory)
+            }
+        };
         let aggregator = stats_ctx.run(StatsAggregator::new(
             pool.clone(),
             broker.clone(),

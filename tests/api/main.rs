@@ -13,6 +13,7 @@ mod limits;
 mod origin;
 mod presence;
 mod protocol;
+mod redis_cluster;
 mod replay;
 mod smoke;
 mod stats;

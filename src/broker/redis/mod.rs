@@ -14,6 +14,8 @@
 //!   `/ready` reports it, and after the reconnection the hub is told to
 //!   resync so sessions read what they missed from PostgreSQL.
 
+mod cluster;
+pub mod slots;
 pub mod wire;
 
 use super::presence::{PresenceManager, RemotePresence};
@@ -41,6 +43,16 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 const PING_EVERY: Duration = Duration::from_secs(1);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(3);
+
+/// Where the broker's Redis is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// One Redis (or a proxy in front of several): `PUBLISH`/`SUBSCRIBE`.
+    Single(String),
+    /// A Redis Cluster, by seed URLs: `SPUBLISH`/`SSUBSCRIBE` (see
+    /// [`cluster`]).
+    Cluster(Vec<String>),
+}
 
 enum Op {
     /// Channel, payload, and for frames when they were handed over
@@ -78,13 +90,12 @@ impl RedisBroker {
     /// Starts the writer and subscriber tasks on the current (actix) runtime.
     /// Never fails on an unreachable Redis: it keeps trying.
     pub fn start(
-        url: &str,
+        target: &Target,
         prefix: &str,
         instance: &str,
         inbound: Inbound,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url)?;
         let (ops, ops_rx) = mpsc::channel(QUEUE);
         let (interest, interest_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
@@ -101,22 +112,41 @@ impl RedisBroker {
             interest,
             shared: shared.clone(),
         };
-        actix::spawn(writer(
-            client.clone(),
-            ops_rx,
-            shared.clone(),
-            broker.instance.clone(),
-        ));
-        actix::spawn(subscriber(Subscriber {
-            client,
+        let relay = Relay {
             prefix: broker.prefix.clone(),
             instance: broker.instance.clone(),
+            gossip_channel: format!("{prefix}:gossip"),
             inbound,
-            interest: interest_rx,
-            wanted: HashSet::new(),
-            shared,
+            shared: shared.clone(),
             ops: broker.ops.clone(),
-        }));
+        };
+        match target {
+            Target::Single(url) => {
+                let client = redis::Client::open(url.as_str())?;
+                actix::spawn(writer(
+                    client.clone(),
+                    ops_rx,
+                    shared,
+                    broker.instance.clone(),
+                ));
+                actix::spawn(subscriber(Subscriber {
+                    client,
+                    relay,
+                    interest: interest_rx,
+                    wanted: HashSet::new(),
+                }));
+            }
+            Target::Cluster(seeds) => {
+                let topology = Arc::new(slots::Topology::new(seeds)?);
+                actix::spawn(cluster::writer(
+                    topology.clone(),
+                    ops_rx,
+                    shared,
+                    broker.instance.clone(),
+                ));
+                actix::spawn(cluster::Subscriber::new(topology, relay, interest_rx).run());
+            }
+        }
         Ok(broker)
     }
 
@@ -228,7 +258,7 @@ async fn writer(
             if ops.recv_many(&mut batch, PIPELINE).await == 0 {
                 return;
             }
-            if !send_batch(&mut conn, &mut batch, &shared, &instance).await {
+            if !send_batch(&mut conn, &mut batch, "PUBLISH", &shared, &instance).await {
                 shared.writable.store(false, Ordering::Release);
                 break;
             }
@@ -261,10 +291,12 @@ async fn connect_writer(
     }
 }
 
-/// One pipeline; `false` when the connection must be replaced.
+/// One pipeline, publishing with `publish` (`PUBLISH`, or `SPUBLISH` on a
+/// cluster node); `false` when the connection must be replaced.
 async fn send_batch(
     conn: &mut redis::aio::MultiplexedConnection,
     batch: &mut Vec<Op>,
+    publish: &'static str,
     shared: &Shared,
     instance: &str,
 ) -> bool {
@@ -275,7 +307,7 @@ async fn send_batch(
     for op in batch.drain(..) {
         match op {
             Op::Publish(channel, payload, at) => {
-                pipe.cmd("PUBLISH")
+                pipe.cmd(publish)
                     .arg(channel)
                     .arg(payload.as_ref())
                     .ignore();
@@ -337,28 +369,23 @@ fn drop_batch(batch: &mut Vec<Op>, shared: &Shared) {
 
 struct Subscriber {
     client: redis::Client,
-    prefix: Arc<str>,
-    instance: Arc<str>,
-    inbound: Inbound,
+    relay: Relay,
     interest: mpsc::UnboundedReceiver<(String, bool)>,
     wanted: HashSet<String>,
-    shared: Arc<Shared>,
-    ops: mpsc::Sender<Op>,
 }
 
 /// Keeps one subscription connection up, subscribed to what is wanted.
 async fn subscriber(mut s: Subscriber) {
     let mut backoff = BACKOFF_MIN;
-    let gossip_channel = format!("{}:gossip", s.prefix);
     loop {
         while let Ok((channel, on)) = s.interest.try_recv() {
             s.want(channel, on);
         }
-        match s.session(&gossip_channel).await {
+        match s.session().await {
             Ok(()) => backoff = BACKOFF_MIN,
-            Err(e) => s.shared.fail("subscription", e),
+            Err(e) => s.relay.shared.fail("subscription", e),
         }
-        s.shared.subscribed.store(false, Ordering::Release);
+        s.relay.shared.subscribed.store(false, Ordering::Release);
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
@@ -374,27 +401,24 @@ impl Subscriber {
     }
 
     /// One connection's life; returns when it breaks.
-    async fn session(&mut self, gossip_channel: &str) -> Result<(), String> {
+    async fn session(&mut self) -> Result<(), String> {
         let pubsub = tokio::time::timeout(TIMEOUT, self.client.get_async_pubsub())
             .await
             .map_err(|_| "connect timed out".to_string())?
             .map_err(|e| e.to_string())?;
         let (mut sink, mut stream) = pubsub.split();
         let mut all: Vec<String> = self.wanted.iter().cloned().collect();
-        all.push(gossip_channel.to_string());
+        all.push(self.relay.gossip_channel.clone());
         call(sink.subscribe(all)).await?;
-        self.shared.subscribed.store(true, Ordering::Release);
+        self.relay.shared.subscribed.store(true, Ordering::Release);
         tracing::info!(channels = self.wanted.len(), "redis subscription up");
-        // Anything published while we were away is in PostgreSQL.
-        self.inbound.resync.do_send(Resync);
-        self.gossip(Gossip::Hello);
+        self.relay.up();
         let mut ping = tokio::time::interval(PING_EVERY);
         loop {
             tokio::select! {
                 msg = stream.next() => {
                     let Some(msg) = msg else { return Err("connection closed".into()) };
-                    self.shared.metrics.broker_received.inc();
-                    self.dispatch(msg.get_channel_name(), msg.get_payload_bytes(), gossip_channel);
+                    self.relay.dispatch(msg.get_channel_name(), msg.get_payload_bytes());
                 }
                 change = self.interest.recv() => {
                     let Some((channel, on)) = change else { return Ok(()) };
@@ -411,6 +435,37 @@ impl Subscriber {
             }
         }
     }
+}
+
+/// What both subscribers (one Redis, a cluster) do with what arrives:
+/// frames to the hub, gossip to presence and stats, and the resync.
+struct Relay {
+    prefix: Arc<str>,
+    instance: Arc<str>,
+    gossip_channel: String,
+    inbound: Inbound,
+    shared: Arc<Shared>,
+    ops: mpsc::Sender<Op>,
+}
+
+impl Relay {
+    /// The subscription (re)covers everything wanted: anything published
+    /// while it did not is in PostgreSQL, and the other replicas are asked
+    /// for their presence.
+    fn up(&self) {
+        self.resync();
+        self.hello();
+    }
+
+    /// Frames may have been missed: sessions read the gap from PostgreSQL.
+    fn resync(&self) {
+        self.inbound.resync.do_send(Resync);
+    }
+
+    /// Asks the other replicas for their whole presence.
+    fn hello(&self) {
+        self.gossip(Gossip::Hello);
+    }
 
     fn gossip(&self, gossip: Gossip) {
         if let Some(payload) = Envelope::encode(&self.instance, gossip) {
@@ -422,8 +477,9 @@ impl Subscriber {
         }
     }
 
-    fn dispatch(&self, channel: &str, payload: &[u8], gossip_channel: &str) {
-        if channel == gossip_channel {
+    fn dispatch(&self, channel: &str, payload: &[u8]) {
+        self.shared.metrics.broker_received.inc();
+        if channel == self.gossip_channel {
             let Some(Envelope {
                 i: instance,
                 gossip,

@@ -9,6 +9,7 @@
 //! - `raw_ws`: the load generator's client read by hand (no automatic pongs);
 //! - `hub_process`: [`HubProcess`], the `pulsehub` binary as a child;
 //! - `redis`: the shared Redis and [`PrivateRedis`];
+//! - `redis_cluster`: [`RedisCluster`], a Redis Cluster of a test's own;
 //! - `feed`: event batches, frame offsets, the nothing-stored check;
 //! - `streams`: [`TestStreams`], Redis stream keys of a test's own, and the
 //!   hub's feed and metrics read back;
@@ -25,6 +26,7 @@ mod jam;
 mod kafka;
 mod raw_ws;
 mod redis;
+mod redis_cluster;
 mod seed;
 mod streams;
 mod ws;
@@ -37,6 +39,7 @@ pub use hub_process::*;
 pub use kafka::*;
 pub use raw_ws::*;
 pub use redis::*;
+pub use redis_cluster::*;
 pub use seed::*;
 pub use streams::*;
 pub use ws::*;
