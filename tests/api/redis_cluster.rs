@@ -51,7 +51,9 @@ async fn read_feeds(c: &mut WsClient, last: &BTreeMap<String, i64>) -> BTreeMap<
             .all(|(ch, n)| seen.get(ch).and_then(|o| o.last()) == Some(n))
     };
     while !done(&seen) {
-        let f = c.recv().await;
+        let Some(f) = c.try_recv(PATIENCE).await else {
+            panic!("stalled: expected last offsets {last:?}, got {seen:?}");
+        };
         if f["type"] == "event" {
             let ch = f["channel"].as_str().unwrap().to_string();
             seen.entry(ch)
@@ -148,7 +150,9 @@ async fn fan_out_spreads_over_the_shards_and_loses_nothing() {
     }
     // Stats on B reach the exact total.
     loop {
-        let f = on_b.recv().await;
+        let Some(f) = on_b.try_recv(PATIENCE).await else {
+            panic!("stats never reached {per_scope}");
+        };
         if f["type"] == "stats" && f["stats"]["counts"]["message.sent"] == per_scope {
             break;
         }
@@ -170,7 +174,9 @@ async fn fan_out_spreads_over_the_shards_and_loses_nothing() {
 /// Presence frames until `user` joins.
 async fn recv_join(c: &mut WsClient, user: &str) {
     loop {
-        let f = c.recv().await;
+        let Some(f) = c.try_recv(PATIENCE).await else {
+            panic!("{user} never joined");
+        };
         if f["op"] == "join" && f["user"]["id"] == user {
             return;
         }
@@ -234,10 +240,21 @@ async fn a_master_killed_mid_stream_fails_over_and_nothing_is_lost() {
     let failover = cluster.wait_failover(gossip_master);
     tokio::pin!(failover);
     let mut promoted = None;
+    // B's client reads all along: what arrives after the kill, and when the
+    // first of it did (delivery resumed).
+    let mut after: Vec<i64> = Vec::new();
+    let mut resumed = None;
     loop {
         tokio::select! {
             () = &mut failover, if promoted.is_none() => {
                 promoted = Some(killed.elapsed());
+            }
+            f = c.try_recv(PATIENCE) => {
+                let f = f.expect("frames again after the failover");
+                if f["type"] == "event" {
+                    resumed.get_or_insert_with(|| killed.elapsed());
+                    after.push(f["offset"].as_i64().unwrap());
+                }
             }
             () = tokio::time::sleep(Duration::from_millis(50)) => {
                 post(5).await;
@@ -249,15 +266,17 @@ async fn a_master_killed_mid_stream_fails_over_and_nothing_is_lost() {
     }
     let total = posted.get();
     // B's client gets every acknowledged event once, in order, by itself.
-    let after = offsets(&recv_events(&mut c, (total - 50) as usize).await);
-    let resumed = killed.elapsed();
+    let missing = (total - 50) as usize - after.len();
+    after.extend(offsets(&recv_events(&mut c, missing).await));
+    let all = killed.elapsed();
     assert_eq!(after, (51..=total).collect::<Vec<_>>());
     c.expect_silence(Duration::from_millis(300)).await;
     a.wait_ready().await;
     b.wait_ready().await;
     println!(
-        "failover: replica promoted {:?} after kill -9; B's client had all {total} events {resumed:?} after it",
-        promoted.unwrap_or_default()
+        "failover: replica promoted {:?} after kill -9, delivery on the other replica resumed {:?} after it; all {total} events (posted every 50 ms) delivered {all:?} after it",
+        promoted.unwrap_or_default(),
+        resumed.unwrap_or_default()
     );
 
     // Live fan-out and presence across the replicas work on the new master.

@@ -21,7 +21,10 @@
 //!   `MOVED` after a slot move, `CLUSTERDOWN`) drops its writes (counted;
 //!   claims granted), as on one Redis, and the map is read again; until
 //!   every master answers, the writer re-checks them with backoff and
-//!   `/ready` reports the broker down.
+//!   `/ready` reports the broker down. Once they do, it gossips `dropped`:
+//!   the other replicas' subscriptions may never have broken (the shard
+//!   that failed was not theirs to listen to, or came back before they
+//!   noticed), so they resync on that word instead.
 //! - Subscriber: one RESP3 connection per master (so a newly wanted channel
 //!   is one `SSUBSCRIBE` away, as on one Redis), its push messages (`smessage`, `sunsubscribe`, disconnection)
 //!   tagged with the node and the connection's generation. A connection
@@ -54,6 +57,7 @@
 //! and one connection per master makes each of these a decision here.
 
 use super::slots::{Node, SlotMap, Topology};
+use super::wire::{Envelope, Gossip};
 use super::{
     drop_batch, send_batch, Op, Relay, Shared, BACKOFF_MIN, PING_EVERY, PIPELINE, TIMEOUT,
 };
@@ -108,11 +112,15 @@ pub(super) async fn writer(
     mut ops: mpsc::Receiver<Op>,
     shared: Arc<Shared>,
     instance: Arc<str>,
+    gossip_channel: String,
 ) {
     let mut conns: HashMap<Node, MultiplexedConnection> = HashMap::new();
     let mut batch = Vec::with_capacity(PIPELINE);
     let mut healthy = false;
     let mut backoff = BACKOFF_MIN;
+    // Writes were dropped and the other replicas not told yet.
+    let mut owed = false;
+    let dropped = Envelope::encode(&instance, Gossip::Dropped);
     loop {
         if !healthy {
             match check_masters(&topology, &mut conns).await {
@@ -125,6 +133,18 @@ pub(super) async fn writer(
                     shared.fail("publishing", e);
                     shared.writable.store(false, Ordering::Release);
                 }
+            }
+        }
+        if owed && healthy {
+            // Frames were dropped while the subscribers elsewhere may have
+            // stayed up (nothing tells them to resync): say so first.
+            if let (Some(payload), Some(map)) = (&dropped, topology.current()) {
+                let mut notice = vec![Op::Publish(gossip_channel.clone(), payload.clone(), None)];
+                let sent =
+                    send_by_master(&map, &topology, &mut conns, &mut notice, &shared, &instance)
+                        .await;
+                owed = !sent;
+                healthy = sent;
             }
         }
         let n = if healthy {
@@ -147,11 +167,13 @@ pub(super) async fn writer(
             Some(map) => map,
             None => {
                 drop_batch(&mut batch, &shared);
+                owed = true;
                 continue;
             }
         };
         if !send_by_master(&map, &topology, &mut conns, &mut batch, &shared, &instance).await {
             healthy = false;
+            owed = true;
             shared.writable.store(false, Ordering::Release);
         }
     }

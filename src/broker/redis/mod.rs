@@ -143,6 +143,7 @@ impl RedisBroker {
                     ops_rx,
                     shared,
                     broker.instance.clone(),
+                    relay.gossip_channel.clone(),
                 ));
                 actix::spawn(cluster::Subscriber::new(topology, relay, interest_rx).run());
             }
@@ -505,6 +506,7 @@ impl Relay {
                 Gossip::Committed { scopes } => {
                     self.inbound.notices.do_send(Notice::Committed { scopes })
                 }
+                Gossip::Dropped => self.resync(),
             }
             return;
         }

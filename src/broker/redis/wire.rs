@@ -42,6 +42,10 @@ pub enum Gossip {
     },
     /// Events were committed in these scopes on the sender.
     Committed { scopes: Vec<String> },
+    /// The sender could not publish some frames (a cluster shard was down):
+    /// every other replica resyncs its sessions from PostgreSQL. Replicas
+    /// that do not know this kind drop it.
+    Dropped,
 }
 
 impl Envelope {
@@ -166,6 +170,7 @@ mod tests {
     #[test]
     fn gossip_envelopes() {
         round_trip(Gossip::Hello, r#"{"i":"hub-a","k":"hello"}"#);
+        round_trip(Gossip::Dropped, r#"{"i":"hub-a","k":"dropped"}"#);
         round_trip(
             Gossip::Committed {
                 scopes: vec!["demo".into()],
