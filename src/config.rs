@@ -689,6 +689,54 @@ mod tests {
     }
 
     #[test]
+    fn redis_cluster_settings_are_checked() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["x", "--demo"];
+            all.extend_from_slice(args);
+            Wrap::parse_from(all).config
+        };
+        let c = parse(&[
+            "--redis-cluster-nodes",
+            "redis://a:7000, redis://b:7001,,redis://a:7000",
+        ]);
+        assert_eq!(c.cluster_nodes(), ["redis://a:7000", "redis://b:7001"]);
+        assert!(c.validate().is_ok());
+        let refused = |args: &[&str], why: &str| {
+            let e = parse(args).validate().unwrap_err();
+            assert!(e.contains(why), "{args:?}: {e}");
+        };
+        refused(
+            &[
+                "--redis-cluster-nodes",
+                "redis://a:7000",
+                "--redis-url",
+                "redis://r",
+            ],
+            "not both",
+        );
+        refused(
+            &[
+                "--redis-cluster-nodes",
+                "redis://a:7000",
+                "--redis-prefix",
+                "{hub}",
+            ],
+            "must not contain",
+        );
+        refused(
+            &["--redis-cluster-nodes", "a:7000"],
+            "not a redis://host:port URL",
+        );
+        // The password of a node never reaches a message or a log.
+        let e = parse(&["--redis-cluster-nodes", "http://u:secret-pw@a:7000"])
+            .validate()
+            .unwrap_err();
+        assert!(!e.contains("secret-pw"), "{e}");
+        let c = parse(&["--redis-cluster-nodes", "redis://:secret-pw@a:7000"]);
+        assert!(!format!("{c:?}").contains("secret-pw"));
+    }
+
+    #[test]
     fn kafka_settings_are_checked_together() {
         let parse = |args: &[&str]| {
             let mut all = vec!["x", "--demo"];

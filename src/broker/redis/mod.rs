@@ -13,6 +13,12 @@
 //!   backoff; while Redis is down, local delivery, ingest and commits go on,
 //!   `/ready` reports it, and after the reconnection the hub is told to
 //!   resync so sessions read what they missed from PostgreSQL.
+//! - [`Target`] picks the Redis: one (`REDIS_URL`: `PUBLISH`/`SUBSCRIBE`,
+//!   the writer and subscriber below) or a Redis Cluster
+//!   (`PULSEHUB_REDIS_CLUSTER_NODES`: sharded pub/sub, [`cluster`]). The
+//!   broker's side (`publish`, `interest`, claims, gossip) is the same for
+//!   both; only the two tasks differ, so one Redis pays nothing for the
+//!   cluster.
 
 mod cluster;
 pub mod slots;

@@ -7,7 +7,10 @@
 //!   clock, µs) times the relay and may be absent (older replicas neither
 //!   write nor read it).
 //! - Everything else, on `{prefix}:gossip`: one compact JSON [`Envelope`],
-//!   `{"i": sender, "k": kind, …fields}`.
+//!   `{"i": sender, "k": kind, …fields}`; a kind a replica does not know is
+//!   dropped, so kinds can be added.
+//! - On a Redis Cluster the same channels and payloads travel by sharded
+//!   pub/sub (`SPUBLISH`/`SSUBSCRIBE`).
 
 use crate::frame::Outbound;
 use crate::protocol::PresenceUser;
