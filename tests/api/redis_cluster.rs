@@ -290,6 +290,66 @@ async fn a_master_killed_mid_stream_fails_over_and_nothing_is_lost() {
     recv_join(&mut watcher, "dave").await;
 }
 
+#[actix_web::test]
+async fn a_slot_moved_under_a_subscription_is_followed() {
+    let cluster = RedisCluster::start();
+    let apps = replicas_on(&cluster).await;
+    let (a, b) = (&apps[0], &apps[1]);
+    let scope = "moving";
+    let channel = redis_channel(a, &format!("feed:{scope}"));
+    let from = cluster.master_of(&channel);
+    let to = *cluster
+        .slot_map()
+        .masters()
+        .iter()
+        .map(|n| &n.port)
+        .find(|p| **p != from)
+        .unwrap();
+    let mut c = b.connect("bob", &[scope]).await;
+    c.subscribe(&format!("feed:{scope}"), None).await;
+    let deadline = Instant::now() + PATIENCE;
+    while cluster.shard_subscribers_at(from, &channel) != 1 {
+        assert!(Instant::now() < deadline, "B never subscribed at {from}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(a.post_events(&events(scope, "before", 10)).await.0, 202);
+    assert_eq!(
+        offsets(&recv_events(&mut c, 10).await),
+        (1..=10).collect::<Vec<_>>()
+    );
+
+    // Resharding moves the channel's slot to another master while events
+    // keep coming: the old owner ends B's subscription, A's writes to it
+    // are answered MOVED.
+    cluster.move_slot(
+        pulsehub::broker::redis::slots::key_slot(channel.as_bytes()),
+        from,
+        to,
+    );
+    let moved = Instant::now();
+    for i in 0..20 {
+        assert_eq!(
+            a.post_events(&events(scope, &format!("during{i}"), 2))
+                .await
+                .0,
+            202
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let got = offsets(&recv_events(&mut c, 40).await);
+    assert_eq!(got, (11..=50).collect::<Vec<_>>(), "all, once, in order");
+    c.expect_silence(Duration::from_millis(300)).await;
+    // B now listens at the new owner, and not at the old one.
+    assert_eq!(cluster.shard_subscribers_at(to, &channel), 1);
+    assert!(!cluster.shard_channels(from).contains(&channel));
+    println!(
+        "slot moved: all 50 events delivered {:?} after the move",
+        moved.elapsed()
+    );
+    a.wait_ready().await;
+    b.wait_ready().await;
+}
+
 /// The next `n` event frames, skipping others.
 async fn recv_events(c: &mut WsClient, n: usize) -> Vec<Value> {
     let mut out = Vec::with_capacity(n);

@@ -182,14 +182,7 @@ impl RedisCluster {
     /// How many clients the owner of `channel`'s slot has subscribed to it
     /// (`PUBSUB SHARDNUMSUB`).
     pub fn shard_subscribers(&self, channel: &str) -> i64 {
-        let port = self.master_of(channel);
-        match query(port, &["PUBSUB", "SHARDNUMSUB", channel]) {
-            Ok(Value::Array(items)) => match items.get(1) {
-                Some(Value::Int(n)) => *n,
-                other => panic!("PUBSUB SHARDNUMSUB: {other:?}"),
-            },
-            other => panic!("PUBSUB SHARDNUMSUB on {port}: {other:?}"),
-        }
+        self.shard_subscribers_at(self.master_of(channel), channel)
     }
 
     /// The classic channels a node has subscribers for (`PUBSUB CHANNELS`).
@@ -197,6 +190,36 @@ impl RedisCluster {
         match query(port, &["PUBSUB", "CHANNELS"]) {
             Ok(Value::Array(items)) => items.iter().map(text).collect(),
             other => panic!("PUBSUB CHANNELS on {port}: {other:?}"),
+        }
+    }
+
+    /// Moves `slot` (holding no keys) from the master on `from` to the one
+    /// on `to`, as resharding does: `IMPORTING`/`MIGRATING`, then `NODE` on
+    /// both (the others learn it over the cluster bus).
+    pub fn move_slot(&self, slot: u16, from: u16, to: u16) {
+        let id = |port| text(&query(port, &["CLUSTER", "MYID"]).expect("CLUSTER MYID"));
+        let (from_id, to_id) = (id(from), id(to));
+        let slot = slot.to_string();
+        let setslot = |port, args: &[&str]| {
+            let mut all = vec!["CLUSTER", "SETSLOT", slot.as_str()];
+            all.extend_from_slice(args);
+            query(port, &all).unwrap_or_else(|e| panic!("{all:?} on {port}: {e}"));
+        };
+        setslot(to, &["IMPORTING", &from_id]);
+        setslot(from, &["MIGRATING", &to_id]);
+        setslot(to, &["NODE", &to_id]);
+        setslot(from, &["NODE", &to_id]);
+    }
+
+    /// How many clients the node on `port` has subscribed to `channel`
+    /// (it must own the channel's slot).
+    pub fn shard_subscribers_at(&self, port: u16, channel: &str) -> i64 {
+        match query(port, &["PUBSUB", "SHARDNUMSUB", channel]) {
+            Ok(Value::Array(items)) => match items.get(1) {
+                Some(Value::Int(n)) => *n,
+                other => panic!("PUBSUB SHARDNUMSUB: {other:?}"),
+            },
+            other => panic!("PUBSUB SHARDNUMSUB on {port}: {other:?}"),
         }
     }
 
