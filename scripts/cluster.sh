@@ -7,6 +7,8 @@
 #   scripts/cluster.sh                 # 2 replicas behind http://127.0.0.1:8080
 #   REPLICAS=3 scripts/cluster.sh      # 3 replicas
 #   SIMULATE=1 scripts/cluster.sh      # and feed scope "demo" with simulated events
+#   REDIS_CLUSTER=1 scripts/cluster.sh # on a local Redis Cluster (scripts/redis-cluster.sh:
+#                                      # 3 masters + 3 replicas on 7000-7005), sharded pub/sub
 #
 # Replicas listen on 127.0.0.1:8081, 8082, ...; their logs are in $RUN_DIR.
 set -euo pipefail
@@ -16,7 +18,11 @@ replicas=${REPLICAS:-2}
 listen=${LISTEN:-127.0.0.1:8080}
 run_dir=${RUN_DIR:-/var/tmp/pulsehub-cluster}
 
-scripts/services.sh postgres redis
+if [[ -n ${REDIS_CLUSTER:-} ]]; then
+    scripts/services.sh postgres
+else
+    scripts/services.sh postgres redis
+fi
 if ! command -v nginx >/dev/null && [[ ! -x /usr/sbin/nginx ]]; then
     echo "installing nginx from Debian's packages"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null
@@ -27,7 +33,6 @@ cargo build --release -p pulsehub -p pulsehub-simulate
 mkdir -p "$run_dir"
 
 export DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/pulsehub}
-export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
 export PULSEHUB_DEMO=${PULSEHUB_DEMO:-true}
 
 pids=()
@@ -36,8 +41,17 @@ stop_all() {
     echo "stopping..."
     for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
+    if [[ -n ${REDIS_CLUSTER:-} ]]; then scripts/redis-cluster.sh stop; fi
 }
 trap stop_all INT TERM EXIT
+
+if [[ -n ${REDIS_CLUSTER:-} ]]; then
+    unset REDIS_URL
+    nodes=$(scripts/redis-cluster.sh start | tail -1)
+    export "${nodes?}"
+else
+    export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
+fi
 
 upstreams=""
 for i in $(seq 1 "$replicas"); do
