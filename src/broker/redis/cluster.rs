@@ -118,11 +118,13 @@ pub(super) async fn writer(
     let mut batch = Vec::with_capacity(PIPELINE);
     let mut healthy = false;
     let mut backoff = BACKOFF_MIN;
+    // When the masters are checked again while not healthy.
+    let mut check_at = Instant::now();
     // Writes were dropped and the other replicas not told yet.
     let mut owed = false;
     let dropped = Envelope::encode(&instance, Gossip::Dropped);
     loop {
-        if !healthy {
+        if !healthy && Instant::now() >= check_at {
             match check_masters(&topology, &mut conns).await {
                 Ok(()) => {
                     healthy = true;
@@ -132,6 +134,8 @@ pub(super) async fn writer(
                 Err(e) => {
                     shared.fail("publishing", e);
                     shared.writable.store(false, Ordering::Release);
+                    check_at = Instant::now() + backoff;
+                    backoff = (backoff * 2).min(RETRY_MAX);
                 }
             }
         }
@@ -150,14 +154,11 @@ pub(super) async fn writer(
         let n = if healthy {
             ops.recv_many(&mut batch, PIPELINE).await
         } else {
-            // Keep publishing to the masters that answer; check the others
-            // again after the backoff even when nothing is written.
+            // Keep publishing to the masters that answer; check them all
+            // again when due, even when nothing is written.
             tokio::select! {
                 n = ops.recv_many(&mut batch, PIPELINE) => n,
-                _ = tokio::time::sleep(backoff) => {
-                    backoff = (backoff * 2).min(RETRY_MAX);
-                    continue;
-                }
+                _ = tokio::time::sleep_until(check_at.into()) => continue,
             }
         };
         if n == 0 {
@@ -187,11 +188,24 @@ async fn check_masters(
     let map = topology.refresh().await?;
     let masters = map.masters();
     conns.retain(|node, _| masters.contains(node));
-    for node in &masters {
-        if !conns.contains_key(node) {
-            let conn = connect(topology, node, false, AsyncConnectionConfig::new()).await?;
-            conns.insert(node.clone(), conn);
+    let absent: Vec<&Node> = masters.iter().filter(|n| !conns.contains_key(*n)).collect();
+    let opened = join_all(
+        absent
+            .iter()
+            .map(|node| connect(topology, node, false, AsyncConnectionConfig::new())),
+    )
+    .await;
+    let mut failed = None;
+    for (node, conn) in absent.into_iter().zip(opened) {
+        match conn {
+            Ok(conn) => {
+                conns.insert(node.clone(), conn);
+            }
+            Err(e) => failed = Some(e),
         }
+    }
+    if let Some(e) = failed {
+        return Err(e);
     }
     let pings = masters.iter().map(|node| {
         let conn = conns.get(node).cloned();
@@ -522,12 +536,28 @@ impl Subscriber {
             }
         }
         self.lost |= lost;
+        // Connect to the masters without a link, all at once; subscribe
+        // what can be subscribed even when one of them does not answer (a
+        // failover elsewhere must not hold up a new channel here).
+        let absent: Vec<Node> = placed
+            .keys()
+            .filter(|n| !self.links.contains_key(*n))
+            .cloned()
+            .collect();
+        let opening: Vec<_> = absent.iter().map(|n| self.open_link(n)).collect();
+        let mut failure = None;
+        for (node, link) in absent.into_iter().zip(join_all(opening).await) {
+            match link {
+                Ok(link) => {
+                    self.links.insert(node, link);
+                }
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
+            }
+        }
         let mut gossip_anew = false;
         for (node, channels) in placed {
-            if !self.links.contains_key(&node) {
-                let link = self.connect(&node).await?;
-                self.links.insert(node.clone(), link);
-            }
             let Some(link) = self.links.get_mut(&node) else {
                 continue;
             };
@@ -535,13 +565,23 @@ impl Subscriber {
             if missing.is_empty() {
                 continue;
             }
-            if let Err(e) = ssubscribe(&mut link.conn, &missing).await {
-                self.links.remove(&node);
-                self.lost = true;
-                return Err(format!("{node}: {e}"));
+            match ssubscribe(&mut link.conn, &missing).await {
+                Ok(()) => {
+                    gossip_anew |= missing.contains(&self.relay.gossip_channel);
+                    link.channels.extend(missing);
+                }
+                Err(e) => {
+                    self.links.remove(&node);
+                    self.lost = true;
+                    failure.get_or_insert(format!("{node}: {e}"));
+                }
             }
-            gossip_anew |= missing.contains(&self.relay.gossip_channel);
-            link.channels.extend(missing);
+        }
+        if gossip_anew {
+            self.relay.hello();
+        }
+        if let Some(e) = failure {
+            return Err(e);
         }
         self.relay.shared.subscribed.store(true, Ordering::Release);
         if self.lost {
@@ -553,24 +593,29 @@ impl Subscriber {
             );
             self.relay.resync();
         }
-        if gossip_anew {
-            self.relay.hello();
-        }
         Ok(())
     }
 
-    async fn connect(&mut self, node: &Node) -> Result<Link, String> {
+    /// A new RESP3 connection to `node`, its pushes tagged with a new
+    /// generation.
+    fn open_link(
+        &mut self,
+        node: &Node,
+    ) -> impl std::future::Future<Output = Result<Link, String>> + 'static {
         self.generation += 1;
         let generation = self.generation;
         let (tx, tagged) = (self.pushes.clone(), node.clone());
-        let config = AsyncConnectionConfig::new()
-            .set_push_sender(move |push: PushInfo| tx.send((tagged.clone(), generation, push)));
-        let conn = connect(&self.topology, node, true, config).await?;
-        Ok(Link {
-            generation,
-            conn,
-            channels: HashSet::new(),
-        })
+        let (topology, node) = (self.topology.clone(), node.clone());
+        async move {
+            let config = AsyncConnectionConfig::new()
+                .set_push_sender(move |push: PushInfo| tx.send((tagged.clone(), generation, push)));
+            let conn = connect(&topology, &node, true, config).await?;
+            Ok(Link {
+                generation,
+                conn,
+                channels: HashSet::new(),
+            })
+        }
     }
 
     /// `PING`s every link; a link that does not answer is dropped.
