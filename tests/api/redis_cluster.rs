@@ -250,6 +250,21 @@ async fn a_master_killed_mid_stream_fails_over_and_nothing_is_lost() {
     // a little longer.
     cluster.kill(gossip_master);
     let killed = Instant::now();
+    // Readiness names the broker at once; ingest goes on (PostgreSQL has it).
+    loop {
+        let res = a.http.get(a.url("/ready")).send().await.unwrap();
+        if res.status() == 503 {
+            let body: Value = res.json().await.unwrap();
+            let redis = body["components"]["redis"].as_str().unwrap_or_default();
+            assert!(redis.starts_with("down"), "{body}");
+            break;
+        }
+        assert!(
+            killed.elapsed() < PATIENCE,
+            "/ready never reported the broker down"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let failover = cluster.wait_failover(gossip_master);
     tokio::pin!(failover);
     let mut promoted = None;

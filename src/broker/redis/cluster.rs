@@ -56,11 +56,12 @@
 //! listens to a shard would not notice its failover. Owning the slot map
 //! and one connection per master makes each of these a decision here.
 
+use super::ops::{
+    call, drop_batch, send_batch, Op, Shared, BACKOFF_MIN, PING_EVERY, PIPELINE, TIMEOUT,
+};
+use super::relay::Relay;
 use super::slots::{Node, SlotMap, Topology};
 use super::wire::{Envelope, Gossip};
-use super::{
-    drop_batch, send_batch, Op, Relay, Shared, BACKOFF_MIN, PING_EVERY, PIPELINE, TIMEOUT,
-};
 use futures_util::future::join_all;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, PushInfo, PushKind, Value};
@@ -107,7 +108,7 @@ async fn ping(mut conn: MultiplexedConnection) -> Result<(), String> {
 }
 
 /// Sends queued writes, each batch as one pipeline per master.
-pub(super) async fn writer(
+pub async fn writer(
     topology: Arc<Topology>,
     mut ops: mpsc::Receiver<Op>,
     shared: Arc<Shared>,
@@ -294,7 +295,7 @@ struct Link {
 type Push = (Node, u64, PushInfo);
 
 /// Keeps every wanted channel subscribed at the master owning its slot.
-pub(super) struct Subscriber {
+pub struct Subscriber {
     topology: Arc<Topology>,
     relay: Relay,
     interest: mpsc::UnboundedReceiver<(String, bool)>,
@@ -308,7 +309,7 @@ pub(super) struct Subscriber {
 }
 
 impl Subscriber {
-    pub(super) fn new(
+    pub fn new(
         topology: Arc<Topology>,
         relay: Relay,
         interest: mpsc::UnboundedReceiver<(String, bool)>,
@@ -327,7 +328,7 @@ impl Subscriber {
         }
     }
 
-    pub(super) async fn run(mut self) {
+    pub async fn run(mut self) {
         let (tx, mut pushes) = mpsc::unbounded_channel();
         self.pushes = tx;
         let mut broken = true;
@@ -668,8 +669,4 @@ async fn ssubscribe(conn: &mut MultiplexedConnection, channels: &[String]) -> Re
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err("subscribing timed out".into()),
     }
-}
-
-async fn call<T>(f: impl std::future::Future<Output = redis::RedisResult<T>>) -> Result<T, String> {
-    super::call(f).await
 }

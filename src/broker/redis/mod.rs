@@ -21,34 +21,29 @@
 //!   cluster.
 
 mod cluster;
+mod ops;
+mod relay;
 pub mod slots;
 pub mod wire;
 
-use super::presence::{PresenceManager, RemotePresence};
+use super::presence::PresenceManager;
 use super::{Broker, Health, Inbound, Notice};
-use crate::frame::{Frames, Publish, Resync};
+use crate::frame::{Frames, Publish};
 use crate::metrics::Metrics;
 use crate::protocol::{Channel, PresenceUser};
-use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
+use ops::{
+    call, drop_batch, send_batch, Op, Shared, BACKOFF_MAX, BACKOFF_MIN, PING_EVERY, PIPELINE,
+    QUEUE, TIMEOUT,
+};
+use relay::Relay;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-use wire::{decode_frames, encode_frames, unix_micros, Envelope, Gossip};
-
-/// Writes waiting for Redis; beyond this they are dropped (and counted).
-const QUEUE: usize = 65_536;
-/// Writes sent in one pipeline at most.
-const PIPELINE: usize = 512;
-/// Every Redis call gives up after this.
-const TIMEOUT: Duration = Duration::from_secs(2);
-/// How often an idle subscription connection is checked.
-const PING_EVERY: Duration = Duration::from_secs(1);
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(3);
+use wire::{encode_frames, Envelope, Gossip};
 
 /// Where the broker's Redis is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,29 +53,6 @@ pub enum Target {
     /// A Redis Cluster, by seed URLs: `SPUBLISH`/`SSUBSCRIBE` (see
     /// [`cluster`]).
     Cluster(Vec<String>),
-}
-
-enum Op {
-    /// Channel, payload, and for frames when they were handed over
-    /// (the `publish` stage; gossip is not timed).
-    Publish(String, Bytes, Option<Instant>),
-    Claim(String, Duration, oneshot::Sender<bool>),
-}
-
-struct Shared {
-    subscribed: AtomicBool,
-    writable: AtomicBool,
-    error: Mutex<String>,
-    metrics: Arc<Metrics>,
-}
-
-impl Shared {
-    fn fail(&self, what: &str, e: impl std::fmt::Display) {
-        self.metrics.broker_errors.inc();
-        let msg = format!("{what}: {e}");
-        tracing::warn!(error = %msg, "redis");
-        *self.error.lock().unwrap_or_else(|e| e.into_inner()) = msg;
-    }
 }
 
 pub struct RedisBroker {
@@ -298,82 +270,6 @@ async fn connect_writer(
     }
 }
 
-/// One pipeline, publishing with `publish` (`PUBLISH`, or `SPUBLISH` on a
-/// cluster node); `false` when the connection must be replaced.
-async fn send_batch(
-    conn: &mut redis::aio::MultiplexedConnection,
-    batch: &mut Vec<Op>,
-    publish: &'static str,
-    shared: &Shared,
-    instance: &str,
-) -> bool {
-    let mut pipe = redis::pipe();
-    let mut claims = Vec::new();
-    let mut publishes = 0u64;
-    let mut handed = Vec::new();
-    for op in batch.drain(..) {
-        match op {
-            Op::Publish(channel, payload, at) => {
-                pipe.cmd(publish)
-                    .arg(channel)
-                    .arg(payload.as_ref())
-                    .ignore();
-                publishes += 1;
-                handed.extend(at);
-            }
-            Op::Claim(key, ttl, reply) => {
-                pipe.cmd("SET")
-                    .arg(key)
-                    .arg(instance)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(ttl.as_millis().max(1) as u64);
-                claims.push(reply);
-            }
-        }
-    }
-    match tokio::time::timeout(TIMEOUT, pipe.query_async::<Vec<redis::Value>>(conn)).await {
-        Ok(Ok(values)) => {
-            shared.metrics.broker_published.inc_by(publishes);
-            for at in handed {
-                shared
-                    .metrics
-                    .stages
-                    .publish
-                    .observe(at.elapsed().as_secs_f64());
-            }
-            for (reply, value) in claims.into_iter().zip(values) {
-                let _ = reply.send(!matches!(value, redis::Value::Nil));
-            }
-            true
-        }
-        outcome => {
-            match outcome {
-                Ok(Err(e)) => shared.fail("publishing", e),
-                _ => shared.fail("publishing", "timed out"),
-            }
-            shared.metrics.broker_dropped.inc_by(publishes);
-            for reply in claims {
-                let _ = reply.send(true);
-            }
-            false
-        }
-    }
-}
-
-fn drop_batch(batch: &mut Vec<Op>, shared: &Shared) {
-    for op in batch.drain(..) {
-        match op {
-            Op::Publish(..) => {
-                shared.metrics.broker_dropped.inc();
-            }
-            Op::Claim(_, _, reply) => {
-                let _ = reply.send(true);
-            }
-        }
-    }
-}
-
 struct Subscriber {
     client: redis::Client,
     relay: Relay,
@@ -441,107 +337,5 @@ impl Subscriber {
                 }
             }
         }
-    }
-}
-
-/// What both subscribers (one Redis, a cluster) do with what arrives:
-/// frames to the hub, gossip to presence and stats, and the resync.
-struct Relay {
-    prefix: Arc<str>,
-    instance: Arc<str>,
-    gossip_channel: String,
-    inbound: Inbound,
-    shared: Arc<Shared>,
-    ops: mpsc::Sender<Op>,
-}
-
-impl Relay {
-    /// The subscription (re)covers everything wanted: anything published
-    /// while it did not is in PostgreSQL, and the other replicas are asked
-    /// for their presence.
-    fn up(&self) {
-        self.resync();
-        self.hello();
-    }
-
-    /// Frames may have been missed: sessions read the gap from PostgreSQL.
-    fn resync(&self) {
-        self.inbound.resync.do_send(Resync);
-    }
-
-    /// Asks the other replicas for their whole presence.
-    fn hello(&self) {
-        self.gossip(Gossip::Hello);
-    }
-
-    fn gossip(&self, gossip: Gossip) {
-        if let Some(payload) = Envelope::encode(&self.instance, gossip) {
-            let _ = self.ops.try_send(Op::Publish(
-                format!("{}:gossip", self.prefix),
-                payload,
-                None,
-            ));
-        }
-    }
-
-    fn dispatch(&self, channel: &str, payload: &[u8]) {
-        self.shared.metrics.broker_received.inc();
-        if channel == self.gossip_channel {
-            let Some(Envelope {
-                i: instance,
-                gossip,
-            }) = Envelope::decode(payload)
-            else {
-                return;
-            };
-            if *instance == *self.instance {
-                return;
-            }
-            let presence = &self.inbound.presence;
-            match gossip {
-                Gossip::Hello => presence.do_send(RemotePresence::ViewWanted),
-                Gossip::User { scope, id, user } => presence.do_send(RemotePresence::User {
-                    instance,
-                    scope,
-                    id,
-                    user,
-                }),
-                Gossip::View { scopes } => {
-                    presence.do_send(RemotePresence::View { instance, scopes })
-                }
-                Gossip::Committed { scopes } => {
-                    self.inbound.notices.do_send(Notice::Committed { scopes })
-                }
-                Gossip::Dropped => self.resync(),
-            }
-            return;
-        }
-        let Some(name) = channel
-            .strip_prefix(&*self.prefix)
-            .and_then(|c| c.strip_prefix(":c:"))
-        else {
-            return;
-        };
-        match decode_frames(Bytes::copy_from_slice(payload)) {
-            Some(relay) if *relay.origin != *self.instance => {
-                if let Some(sent) = relay.sent_us {
-                    let us = unix_micros().saturating_sub(sent);
-                    self.shared.metrics.stages.relay.observe(us as f64 / 1e6);
-                }
-                self.inbound
-                    .hub
-                    .do_send(Publish::new(name.into(), relay.frames.into()))
-            }
-            Some(_) => {}
-            None => tracing::warn!(channel = name, "malformed frames from redis"),
-        }
-    }
-}
-
-async fn call<T>(f: impl std::future::Future<Output = redis::RedisResult<T>>) -> Result<T, String> {
-    match tokio::time::timeout(TIMEOUT, f).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("timed out".into()),
     }
 }
