@@ -111,7 +111,8 @@ pub struct Config {
     #[arg(long, env = "PULSEHUB_ACTIVE_WINDOW_SECS", default_value_t = 900)]
     pub active_window_secs: u64,
 
-    /// Feed and notification history older than this many hours is pruned.
+    /// Feed and notification history and idempotency keys are kept this many
+    /// hours, then dropped by whole UTC day (so up to a day longer).
     #[arg(long, env = "PULSEHUB_RETENTION_HOURS", default_value_t = 168)]
     pub retention_hours: u64,
 

@@ -3,11 +3,13 @@
 //! Migrations are compiled into the binary and run through diesel-async's
 //! `AsyncConnectionWrapper` on a blocking thread (no libpq), under an advisory
 //! lock so replicas starting together do not race. Statements live in
-//! submodules by use: [`commit`] (the write path), [`history`] (replay and
+//! submodules by use: [`commit`] (the write path), [`history`] (replay),
+//! [`partitions`] (the history tables' day partitions: ahead of time, and
 //! retention) and [`stats`]; each returns rows, never frames.
 
 pub mod commit;
 pub mod history;
+pub mod partitions;
 pub mod schema;
 pub mod stats;
 
@@ -100,12 +102,23 @@ pub async fn migrate(url: &str) -> anyhow::Result<usize> {
     .await?
 }
 
-/// Creates the database if needed and migrates it.
+/// Creates the database if needed, migrates it and makes sure the history
+/// tables have partitions for today and the days ahead (a database migrated
+/// long ago, with no hub running since, has none for today).
 pub async fn prepare(url: &str) -> anyhow::Result<()> {
     ensure_database(url).await?;
     let ran = migrate(url).await?;
     if ran > 0 {
         tracing::info!(migrations = ran, "database migrated");
+    }
+    let mut conn = AsyncPgConnection::establish(url)
+        .await
+        .context("connecting to PostgreSQL")?;
+    let created = partitions::ensure(&mut conn)
+        .await
+        .context("creating the history partitions")?;
+    if created > 0 {
+        tracing::info!(partitions = created, "created history partitions");
     }
     Ok(())
 }

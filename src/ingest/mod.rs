@@ -20,7 +20,7 @@
 pub mod queue;
 
 use crate::broker::Broker;
-use crate::db::{commit, history, Pool};
+use crate::db::{commit, partitions, Pool};
 use crate::error::HubError;
 use crate::events::{event_frame, notification_frame, EventView, NewEvent, NewNotification};
 use crate::frame::Outbound;
@@ -71,8 +71,9 @@ pub struct Settings {
     pub retention: Duration,
 }
 
-/// How often history past the retention window is deleted.
-const PRUNE_EVERY: Duration = Duration::from_secs(600);
+/// How often partitions ahead are made and history past the retention
+/// window is dropped.
+const MAINTAIN_EVERY: Duration = Duration::from_secs(600);
 
 pub struct Committer {
     pool: Pool,
@@ -103,6 +104,39 @@ impl Committer {
             committing: false,
             draining: None,
         }
+    }
+
+    /// Creates the days of partitions ahead and drops those past the
+    /// retention window (off the write path: its own pooled connection).
+    fn maintain(&mut self, ctx: &mut Context<Self>) {
+        let pool = self.pool.clone();
+        let Ok(retention) = chrono::Duration::from_std(self.settings.retention) else {
+            return;
+        };
+        ctx.spawn(
+            async move {
+                let mut conn = pool.get().await.map_err(|e| e.to_string())?;
+                let created = partitions::ensure(&mut conn)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let dropped = partitions::drop_expired(&mut conn, chrono::Utc::now() - retention)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok::<_, String>((created, dropped))
+            }
+            .into_actor(self)
+            .map(|result, _, _| match result {
+                Ok((created, dropped)) => {
+                    if created > 0 {
+                        tracing::info!(partitions = created, "created history partitions");
+                    }
+                    for p in dropped {
+                        tracing::info!(partition = %p.name, "dropped history past retention");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "history maintenance failed"),
+            }),
+        );
     }
 
     fn enqueue(&mut self, job: Job, ctx: &mut Context<Self>) {
@@ -264,28 +298,11 @@ impl Committer {
 impl Actor for Committer {
     type Context = Context<Self>;
 
-    /// Retention: the one writer of the history tables also trims them.
+    /// Partitions ahead and retention: the one writer of the history tables
+    /// also keeps them, at start and every [`MAINTAIN_EVERY`].
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(PRUNE_EVERY, |act, ctx| {
-            let pool = act.pool.clone();
-            let Ok(retention) = chrono::Duration::from_std(act.settings.retention) else {
-                return;
-            };
-            ctx.spawn(
-                async move {
-                    let mut conn = pool.get().await.map_err(|e| e.to_string())?;
-                    history::prune(&mut conn, chrono::Utc::now() - retention)
-                        .await
-                        .map_err(|e| e.to_string())
-                }
-                .into_actor(act)
-                .map(|result, _, _| match result {
-                    Ok(n) if n > 0 => tracing::info!(rows = n, "pruned history"),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "pruning failed"),
-                }),
-            );
-        });
+        self.maintain(ctx);
+        ctx.run_interval(MAINTAIN_EVERY, |act, ctx| act.maintain(ctx));
     }
 }
 

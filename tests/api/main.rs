@@ -11,6 +11,7 @@ mod kafka;
 mod lifecycle;
 mod limits;
 mod origin;
+mod partitions;
 mod presence;
 mod protocol;
 mod replay;
