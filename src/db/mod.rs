@@ -20,6 +20,7 @@ use diesel_async::pooled_connection::deadpool::Pool as DeadPool;
 use diesel_async::pooled_connection::AsyncDieselConnectionManager;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use std::time::Duration;
 
 pub type Pool = DeadPool<AsyncPgConnection>;
 
@@ -29,10 +30,24 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 const MIGRATION_LOCK: i64 = 0x7075_6c73_6568;
 
 /// Builds the connection pool (connections are opened lazily).
-pub fn pool(url: &str, size: usize) -> anyhow::Result<Pool> {
+///
+/// `timeout` bounds each of the three waits of `Pool::get` (for a free
+/// slot, for a new connection, for the check of an idle one), so while
+/// PostgreSQL is down or stuck a caller learns it within about that time
+/// (`PoolError` → `unavailable`) instead of waiting forever. Every idle
+/// connection is checked before it is handed out: diesel-async's manager
+/// drops one that is broken (closed by the server, or left inside a
+/// transaction) and pings the others (`RecyclingMethod::Verified`), so after
+/// a restart the dead connections are discarded (each `get` skips every
+/// one it meets) and new ones are opened: a dead one is never handed out.
+pub fn pool(url: &str, size: usize, timeout: Duration) -> anyhow::Result<Pool> {
     let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
     DeadPool::builder(manager)
         .max_size(size)
+        .runtime(deadpool::Runtime::Tokio1)
+        .wait_timeout(Some(timeout))
+        .create_timeout(Some(timeout))
+        .recycle_timeout(Some(timeout))
         .build()
         .context("building the database pool")
 }

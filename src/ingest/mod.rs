@@ -12,8 +12,13 @@
 //!   the `event` and `notification` frames published, in offset order,
 //!   through the broker; the scopes that changed are reported to
 //!   [`crate::stats`].
-//! - A full queue, a stopping hub or a failed commit answers `unavailable`
-//!   (HTTP 503 with Retry-After) and stores nothing of that batch.
+//! - A full queue, a stopping hub or a failed commit (PostgreSQL down or
+//!   restarting included) answers `unavailable` (HTTP 503 with
+//!   Retry-After); nothing of that batch is acknowledged and nothing is
+//!   published. A commit whose outcome is unknown (the connection died while
+//!   `COMMIT` was on its way) may still have stored the batch: a retry with
+//!   the same keys finds them as duplicates, and subscribers get the stored
+//!   events by filling the gap from PostgreSQL when the next one arrives.
 //! - [`Drain`] (graceful stop) refuses new work and replies once everything
 //!   queued is committed and answered.
 
@@ -183,8 +188,14 @@ impl Committer {
             let done = commit::commit_batch(&mut conn, &events, &notes)
                 .await
                 .map_err(|e| {
-                    tracing::error!(error = %e, "commit failed");
-                    HubError::Unavailable("database error; nothing was stored, retry".into())
+                    // Whatever failed, the batch is not acknowledged: a
+                    // retry is the answer (a statement's own fault is
+                    // logged as an error, a lost database as a warning).
+                    let what = match HubError::from(e) {
+                        HubError::Unavailable(_) => "database unavailable",
+                        _ => "database error",
+                    };
+                    HubError::Unavailable(format!("{what}; nothing acknowledged, retry"))
                 })?;
             let stages = &stages.stages;
             stages.statements.observe(done.statements.as_secs_f64());
