@@ -12,6 +12,7 @@ mod lifecycle;
 mod limits;
 mod origin;
 mod partitions;
+mod pg_restart;
 mod presence;
 mod protocol;
 mod replay;

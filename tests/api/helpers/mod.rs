@@ -9,6 +9,8 @@
 //! - `raw_ws`: the load generator's client read by hand (no automatic pongs);
 //! - `hub_process`: [`HubProcess`], the `pulsehub` binary as a child;
 //! - `redis`: the shared Redis and [`PrivateRedis`];
+//! - `postgres`: [`PrivatePostgres`], a PostgreSQL server of a test's own
+//!   that it stops (fast or like a crash) and starts again;
 //! - `feed`: event batches, frame offsets, the nothing-stored check;
 //! - `streams`: [`TestStreams`], Redis stream keys of a test's own, and the
 //!   hub's feed and metrics read back;
@@ -23,6 +25,7 @@ mod feed;
 mod hub_process;
 mod jam;
 mod kafka;
+mod postgres;
 mod raw_ws;
 mod redis;
 mod seed;
@@ -35,6 +38,7 @@ pub use database::*;
 pub use feed::*;
 pub use hub_process::*;
 pub use kafka::*;
+pub use postgres::*;
 pub use raw_ws::*;
 pub use redis::*;
 pub use seed::*;
