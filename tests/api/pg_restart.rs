@@ -474,6 +474,10 @@ async fn postgres_restart_under_load_loses_and_duplicates_nothing_acknowledged()
             );
             tokio::time::sleep(Duration::from_millis(2)).await;
         };
+        ready_is(&app, 200).await;
+        let ready_again = back.elapsed();
+        bus_drained(&mut streams, &stream).await;
+        let bus_again = back.elapsed();
         // Every connection the pool hands out now works: the dead ones
         // were dropped, not recycled.
         let pool = &app.state.pool;
@@ -486,10 +490,6 @@ async fn postgres_restart_under_load_loses_and_duplicates_nothing_acknowledged()
             all.push(conn);
         }
         drop(all);
-        ready_is(&app, 200).await;
-        let ready_again = back.elapsed();
-        bus_drained(&mut streams, &stream).await;
-        let bus_again = back.elapsed();
         let log_now = log.borrow();
         // Only the time to the first acknowledgement is the figure: the
         // others are bounded by this test's polling.
@@ -565,10 +565,16 @@ async fn postgres_restart_under_load_loses_and_duplicates_nothing_acknowledged()
     got.sort();
     assert_eq!(got, (0..bus_sent as u64).collect::<Vec<_>>());
 
+    // The steady rate: the batches acknowledged before the first outage.
+    let first = &log.acks_at[..log.acks_at.len().min(20)];
+    let rate = ((first.len() - 1) * BATCH) as f64
+        / first[first.len() - 1]
+            .duration_since(first[0])
+            .as_secs_f64();
     eprintln!(
-        "{posted} events acknowledged and delivered to 2 subscribers (0 lost, 0 duplicated); \
-         {} refusals in all; {} batches answered 503 had been committed (202 with duplicates on retry); \
-         {bus_sent} bus entries stored once",
+        "{posted} events acknowledged (about {rate:.0} events/s while up) and delivered to 2 \
+         subscribers (0 lost, 0 duplicated); {} refusals in all; {} batches answered 503 had \
+         been committed (202 with duplicates on retry); {bus_sent} bus entries stored once",
         log.refusals.len(),
         log.with_duplicates,
     );
