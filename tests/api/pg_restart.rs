@@ -7,8 +7,10 @@
 //! a crash (`-m immediate`). While it is down: ingest answers 503
 //! `unavailable` with `Retry-After` and the JSON error body, sessions stay
 //! open, presence join/leave still flows, a subscribe that needs the
-//! database gets an `unavailable` error frame, `/ready` names `postgres`,
-//! and the bus source holds its entries unacknowledged. Once it is back,
+//! database gets an `unavailable` error frame, a resync (as after a Redis
+//! reconnect) waits for the database instead of ending subscriptions,
+//! `/ready` names `postgres`, and the bus source holds its entries
+//! unacknowledged. Once it is back,
 //! ingest resumes by itself; at the end every acknowledged event is stored
 //! exactly once and both subscribers got every one, in offset order, with
 //! no gap and no duplicate. The time from PostgreSQL accepting connections
@@ -133,6 +135,8 @@ struct Tap {
     frames: mpsc::UnboundedReceiver<Value>,
     /// `event` frames read so far, in arrival order.
     events: Vec<Value>,
+    /// `error` frames without a `ref` (a subscription ended by the hub).
+    unasked_errors: Vec<Value>,
     next_ref: i64,
 }
 
@@ -153,6 +157,7 @@ impl Tap {
             sink,
             frames,
             events: Vec::new(),
+            unasked_errors: Vec::new(),
             next_ref: 1,
         }
     }
@@ -183,6 +188,9 @@ impl Tap {
                 .unwrap_or_else(|| panic!("{what}: the connection closed"));
             if frame["type"] == "event" {
                 self.events.push(frame.clone());
+            }
+            if frame["type"] == "error" && frame.get("ref").is_none() {
+                self.unasked_errors.push(frame.clone());
             }
             if matches(&frame) {
                 return frame;
@@ -404,6 +412,11 @@ async fn postgres_restart_under_load_loses_and_duplicates_nothing_acknowledged()
             get_raw(&app, &format!("/api/scopes/{SCOPE}/stats"), &token).await;
         assert_unavailable("GET stats", status, retry_after.as_deref(), &body);
 
+        // What the Redis broker does after it reconnected: every live
+        // recoverable subscription re-reads from its position. With the
+        // database away, the reads wait and retry; no subscription ends.
+        app.state.hub.do_send(pulsehub::frame::Resync);
+
         // The subscribers' sessions are open and answer.
         for s in subscribers.iter_mut() {
             let r = s.command(json!({"type": "ping"})).await;
@@ -545,6 +558,13 @@ async fn postgres_restart_under_load_loses_and_duplicates_nothing_acknowledged()
         for (got, want) in s.events.iter().zip(&feed) {
             assert_eq!(got["event"]["data"]["k"], want["event"]["data"]["k"]);
         }
+    }
+    for (i, s) in subscribers.iter().enumerate() {
+        assert!(
+            s.unasked_errors.is_empty(),
+            "subscriber {i}: {:?}",
+            s.unasked_errors
+        );
     }
     // Nothing more arrives.
     tokio::time::sleep(Duration::from_millis(200)).await;
