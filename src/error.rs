@@ -132,7 +132,7 @@ impl ResponseError for HubError {
 impl From<diesel::result::Error> for HubError {
     fn from(e: diesel::result::Error) -> Self {
         if is_unreachable(&e) {
-            tracing::warn!(cause = %e, "database unreachable");
+            warn_unreachable("database unreachable", &e);
             HubError::Unavailable("database unavailable; retry".into())
         } else {
             HubError::internal(e)
@@ -172,9 +172,31 @@ fn is_unreachable(e: &diesel::result::Error) -> bool {
 
 impl From<diesel_async::pooled_connection::deadpool::PoolError> for HubError {
     fn from(e: diesel_async::pooled_connection::deadpool::PoolError) -> Self {
-        // Warn, not error: during an outage every request says this.
-        tracing::warn!(cause = %e, "database pool");
+        warn_unreachable("database pool", &e);
         HubError::Unavailable("database unavailable; retry".into())
+    }
+}
+
+/// Logs that the database could not be reached, at most once a second with
+/// the number of such failures left unlogged since: during an outage every
+/// request fails the same way (and the request log has each of them). A
+/// warning, not an error: the hub answers `unavailable` and recovers by
+/// itself.
+fn warn_unreachable(what: &str, cause: &dyn std::fmt::Display) {
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    static LAST_MS: AtomicU64 = AtomicU64::new(0);
+    static UNLOGGED: AtomicU64 = AtomicU64::new(0);
+    let now = chrono::Utc::now().timestamp_millis().max(0) as u64;
+    let last = LAST_MS.load(Relaxed);
+    if now.saturating_sub(last) >= 1000
+        && LAST_MS
+            .compare_exchange(last, now, Relaxed, Relaxed)
+            .is_ok()
+    {
+        let unlogged = UNLOGGED.swap(0, Relaxed);
+        tracing::warn!(%cause, unlogged, "{what}");
+    } else {
+        UNLOGGED.fetch_add(1, Relaxed);
     }
 }
 
