@@ -266,7 +266,7 @@ async fn the_migration_moves_existing_history_over() {
 #[ignore = "heavy: 5M rows, minutes; run with --ignored"]
 async fn heavy_retention_of_a_five_million_row_day() {
     const ROWS: i64 = 5_000_000;
-    let app = spawn_app().await;
+    let app = spawn_with(|c| c.retention_hours = 24 * 365).await;
     let mut conn = app.db().await;
     let old = today() - Days::days(9);
     let fill = |table: &str| {
@@ -312,8 +312,8 @@ async fn heavy_retention_of_a_five_million_row_day() {
     let writer = {
         let (stop, http, url) = (stop.clone(), app.http.clone(), app.url("/api/events"));
         tokio::spawn(async move {
-            let mut slowest = std::time::Duration::ZERO;
-            let mut n = 0;
+            // (when it was sent, how long it took)
+            let mut posts = Vec::new();
             // (AtomicBool::load by path: diesel's RunQueryDsl has a `load` too.)
             while !std::sync::atomic::AtomicBool::load(&stop, std::sync::atomic::Ordering::Relaxed)
             {
@@ -326,25 +326,34 @@ async fn heavy_retention_of_a_five_million_row_day() {
                     .await
                     .unwrap();
                 assert_eq!(res.status(), 202);
-                slowest = slowest.max(t.elapsed());
-                n += 1;
+                posts.push((t, t.elapsed()));
             }
-            (n, slowest)
+            posts
         })
     };
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Three seconds of the writer alone, then the drop, then three more.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     let began = std::time::Instant::now();
     let dropped = partitions::drop_expired(&mut conn, Utc::now() - Days::days(7))
         .await
         .unwrap();
     let took = began.elapsed();
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let ended = std::time::Instant::now();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (posts, slowest) = writer.await.unwrap();
+    let posts = writer.await.unwrap();
+    let during = |d: &(std::time::Instant, std::time::Duration)| d.0 + d.1 >= began && d.0 <= ended;
+    let slowest = |it: &mut dyn Iterator<Item = &(std::time::Instant, std::time::Duration)>| {
+        it.map(|p| p.1).max().unwrap_or_default()
+    };
     eprintln!(
-        "dropped {} partitions ({ROWS} events in one) in {took:?}; \
-         {posts} posts meanwhile, slowest {slowest:?}",
-        dropped.len()
+        "dropped {} partitions ({ROWS} events in one) in {took:?}; posts: {} in all, \
+         slowest {:?} overlapping the drop ({} posts), slowest {:?} outside it",
+        dropped.len(),
+        posts.len(),
+        slowest(&mut posts.iter().filter(|p| during(p))),
+        posts.iter().filter(|p| during(p)).count(),
+        slowest(&mut posts.iter().filter(|p| !during(p))),
     );
     assert!(dropped.iter().any(|p| p.name == part("events", old)));
 
