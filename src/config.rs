@@ -54,6 +54,13 @@ pub struct Config {
     #[arg(long, env = "PULSEHUB_DB_POOL", default_value_t = 16)]
     pub db_pool: usize,
 
+    /// Longest wait for a database connection (a free one from the pool, a
+    /// new one, or the check of an idle one); past it the request is
+    /// answered 503 `unavailable`. Keeps a PostgreSQL outage from holding
+    /// requests and commits.
+    #[arg(long, env = "PULSEHUB_DB_TIMEOUT_MS", default_value_t = 2000)]
+    pub db_timeout_ms: u64,
+
     /// Redis URL for fan-out across replicas. Unset: single node, in-memory broker.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
@@ -118,7 +125,8 @@ pub struct Config {
     #[arg(long, env = "PULSEHUB_ACTIVE_WINDOW_SECS", default_value_t = 900)]
     pub active_window_secs: u64,
 
-    /// Feed and notification history older than this many hours is pruned.
+    /// Feed and notification history and idempotency keys are kept this many
+    /// hours, then dropped by whole UTC day (so up to a day longer).
     #[arg(long, env = "PULSEHUB_RETENTION_HOURS", default_value_t = 168)]
     pub retention_hours: u64,
 
@@ -305,9 +313,11 @@ impl Config {
             || self.command_rate == 0
             || self.command_burst == 0
             || self.request_timeout_secs == 0
+            || self.db_timeout_ms == 0
         {
             return Err(
-                "heartbeat, command rate, burst and request timeout must be positive".into(),
+                "heartbeat, command rate, burst, request timeout and database timeout must be positive"
+                    .into(),
             );
         }
         self.allowed_origins
@@ -473,6 +483,9 @@ impl Config {
     }
     pub fn presence_grace(&self) -> Duration {
         Duration::from_millis(self.presence_grace_ms)
+    }
+    pub fn db_timeout(&self) -> Duration {
+        Duration::from_millis(self.db_timeout_ms)
     }
     pub fn stats_debounce(&self) -> Duration {
         Duration::from_millis(self.stats_debounce_ms)

@@ -127,21 +127,121 @@ impl ResponseError for HubError {
     }
 }
 
+/// A statement's failure: `unavailable` when the database could not be
+/// reached (PostgreSQL restarting, the connection cut), `internal` otherwise.
 impl From<diesel::result::Error> for HubError {
     fn from(e: diesel::result::Error) -> Self {
-        HubError::internal(e)
+        if is_unreachable(&e) {
+            warn_unreachable("database unreachable", &e);
+            HubError::Unavailable("database unavailable; retry".into())
+        } else {
+            HubError::internal(e)
+        }
+    }
+}
+
+/// Whether a statement failed because the database is unreachable (the
+/// connection was closed, by the server shutting down or by the network),
+/// as opposed to a fault of the statement: such a failure is `unavailable`
+/// (retry later), not `internal`.
+///
+/// diesel-async reports a closed connection as `UnableToSendCommand` (no
+/// SQLSTATE) or `ClosedConnection`, and a transaction cut off in the middle
+/// as a broken transaction manager. A statement that was running when the
+/// server shut down gets the server's own FATAL first (class 57, "operator
+/// intervention": `terminating connection due to administrator command`,
+/// `... immediate shutdown ...`, `the database system is shutting down`);
+/// diesel keeps no SQLSTATE, so those are known by their (English) text.
+fn is_unreachable(e: &diesel::result::Error) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error};
+    match e {
+        Error::DatabaseError(
+            DatabaseErrorKind::UnableToSendCommand | DatabaseErrorKind::ClosedConnection,
+            _,
+        ) => true,
+        Error::BrokenTransactionManager => true,
+        Error::DatabaseError(_, info) => {
+            let m = info.message();
+            m.starts_with("terminating connection")
+                || m.starts_with("the database system is")
+                || m.contains("connection closed")
+        }
+        _ => false,
     }
 }
 
 impl From<diesel_async::pooled_connection::deadpool::PoolError> for HubError {
     fn from(e: diesel_async::pooled_connection::deadpool::PoolError) -> Self {
-        tracing::error!(cause = %e, "database pool");
-        HubError::Unavailable("database unavailable".into())
+        warn_unreachable("database pool", &e);
+        HubError::Unavailable("database unavailable; retry".into())
+    }
+}
+
+/// Logs that the database could not be reached, at most once a second with
+/// the number of such failures left unlogged since: during an outage every
+/// request fails the same way (and the request log has each of them). A
+/// warning, not an error: the hub answers `unavailable` and recovers by
+/// itself.
+fn warn_unreachable(what: &str, cause: &dyn std::fmt::Display) {
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    static LAST_MS: AtomicU64 = AtomicU64::new(0);
+    static UNLOGGED: AtomicU64 = AtomicU64::new(0);
+    let now = chrono::Utc::now().timestamp_millis().max(0) as u64;
+    let last = LAST_MS.load(Relaxed);
+    if now.saturating_sub(last) >= 1000
+        && LAST_MS
+            .compare_exchange(last, now, Relaxed, Relaxed)
+            .is_ok()
+    {
+        let unlogged = UNLOGGED.swap(0, Relaxed);
+        tracing::warn!(%cause, unlogged, "{what}");
+    } else {
+        UNLOGGED.fetch_add(1, Relaxed);
     }
 }
 
 impl From<actix::MailboxError> for HubError {
     fn from(e: actix::MailboxError) -> Self {
         HubError::internal(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diesel::result::{DatabaseErrorKind, Error};
+
+    fn db_error(kind: DatabaseErrorKind, message: &str) -> Error {
+        Error::DatabaseError(kind, Box::new(message.to_string()))
+    }
+
+    #[test]
+    fn a_lost_database_is_unavailable_and_a_bad_statement_internal() {
+        for e in [
+            db_error(DatabaseErrorKind::UnableToSendCommand, "connection closed"),
+            db_error(DatabaseErrorKind::ClosedConnection, "closed"),
+            Error::BrokenTransactionManager,
+            db_error(
+                DatabaseErrorKind::Unknown,
+                "terminating connection due to administrator command",
+            ),
+            db_error(
+                DatabaseErrorKind::Unknown,
+                "terminating connection due to immediate shutdown command",
+            ),
+            db_error(
+                DatabaseErrorKind::Unknown,
+                "the database system is shutting down",
+            ),
+        ] {
+            assert_eq!(HubError::from(e).code(), "unavailable");
+        }
+        for e in [
+            db_error(DatabaseErrorKind::Unknown, "syntax error at or near \"x\""),
+            db_error(DatabaseErrorKind::UniqueViolation, "duplicate key value"),
+            Error::NotFound,
+        ] {
+            assert_eq!(HubError::from(e).code(), "internal");
+        }
     }
 }

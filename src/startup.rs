@@ -55,7 +55,7 @@ impl Application {
         // A mistake in the mapping file stops the start before anything runs.
         let sources = Sources::prepare(&config)?;
         db::prepare(&config.database_url).await?;
-        let pool = db::pool(&config.database_url, config.db_pool)?;
+        let pool = db::pool(&config.database_url, config.db_pool, config.db_timeout())?;
         let listener =
             TcpListener::bind(&config.bind).with_context(|| format!("binding {}", config.bind))?;
         let port = listener.local_addr()?.port();

@@ -1,12 +1,12 @@
 //! The history of recoverable channels as rows: a channel's bounds (latest
 //! offset, oldest retained) and pages of its items by offset, read by index
-//! (`events (scope, feed_offset)`, `notifications (channel, channel_offset)`);
-//! and retention, which deletes what is older than the configured window.
+//! (`events (scope, feed_offset)`, `notifications (channel, channel_offset)`,
+//! one probe per day partition). Retention is [`super::partitions`].
 //!
 //! Rows, not frames: [`crate::replay`] renders them, so live and replayed
 //! frames come from one encoder.
 
-use super::schema::{channel_offsets, events, idempotency_keys, notifications};
+use super::schema::{channel_offsets, events, notifications};
 use crate::protocol::Channel;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -170,18 +170,4 @@ async fn read(
         None => q.order(notifications::channel_offset.desc()),
     };
     Ok(Rows::Notes(q.load(conn).await?))
-}
-
-/// Deletes history and idempotency keys older than `cutoff`; returns rows deleted.
-pub async fn prune(conn: &mut AsyncPgConnection, cutoff: DateTime<Utc>) -> QueryResult<usize> {
-    let e = diesel::delete(events::table.filter(events::received_at.lt(cutoff)))
-        .execute(conn)
-        .await?;
-    let n = diesel::delete(notifications::table.filter(notifications::at.lt(cutoff)))
-        .execute(conn)
-        .await?;
-    let k = diesel::delete(idempotency_keys::table.filter(idempotency_keys::created_at.lt(cutoff)))
-        .execute(conn)
-        .await?;
-    Ok(e + n + k)
 }

@@ -3,11 +3,13 @@
 //! Migrations are compiled into the binary and run through diesel-async's
 //! `AsyncConnectionWrapper` on a blocking thread (no libpq), under an advisory
 //! lock so replicas starting together do not race. Statements live in
-//! submodules by use: [`commit`] (the write path), [`history`] (replay and
+//! submodules by use: [`commit`] (the write path), [`history`] (replay),
+//! [`partitions`] (the history tables' day partitions: ahead of time, and
 //! retention) and [`stats`]; each returns rows, never frames.
 
 pub mod commit;
 pub mod history;
+pub mod partitions;
 pub mod schema;
 pub mod stats;
 
@@ -18,6 +20,7 @@ use diesel_async::pooled_connection::deadpool::Pool as DeadPool;
 use diesel_async::pooled_connection::AsyncDieselConnectionManager;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use std::time::Duration;
 
 pub type Pool = DeadPool<AsyncPgConnection>;
 
@@ -27,10 +30,24 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 const MIGRATION_LOCK: i64 = 0x7075_6c73_6568;
 
 /// Builds the connection pool (connections are opened lazily).
-pub fn pool(url: &str, size: usize) -> anyhow::Result<Pool> {
+///
+/// `timeout` bounds each of the three waits of `Pool::get` (for a free
+/// slot, for a new connection, for the check of an idle one), so while
+/// PostgreSQL is down or stuck a caller learns it within about that time
+/// (`PoolError` → `unavailable`) instead of waiting forever. Every idle
+/// connection is checked before it is handed out: diesel-async's manager
+/// drops one that is broken (closed by the server, or left inside a
+/// transaction) and pings the others (`RecyclingMethod::Verified`), so after
+/// a restart the dead connections are discarded (each `get` skips every
+/// one it meets) and new ones are opened: a dead one is never handed out.
+pub fn pool(url: &str, size: usize, timeout: Duration) -> anyhow::Result<Pool> {
     let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
     DeadPool::builder(manager)
         .max_size(size)
+        .runtime(deadpool::Runtime::Tokio1)
+        .wait_timeout(Some(timeout))
+        .create_timeout(Some(timeout))
+        .recycle_timeout(Some(timeout))
         .build()
         .context("building the database pool")
 }
@@ -100,12 +117,23 @@ pub async fn migrate(url: &str) -> anyhow::Result<usize> {
     .await?
 }
 
-/// Creates the database if needed and migrates it.
+/// Creates the database if needed, migrates it and makes sure the history
+/// tables have partitions for today and the days ahead (a database migrated
+/// long ago, with no hub running since, has none for today).
 pub async fn prepare(url: &str) -> anyhow::Result<()> {
     ensure_database(url).await?;
     let ran = migrate(url).await?;
     if ran > 0 {
         tracing::info!(migrations = ran, "database migrated");
+    }
+    let mut conn = AsyncPgConnection::establish(url)
+        .await
+        .context("connecting to PostgreSQL")?;
+    let created = partitions::ensure(&mut conn)
+        .await
+        .context("creating the history partitions")?;
+    if created > 0 {
+        tracing::info!(partitions = created, "created history partitions");
     }
     Ok(())
 }

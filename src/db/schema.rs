@@ -1,4 +1,7 @@
-// @generated automatically by Diesel CLI.
+// @generated automatically by Diesel CLI, then edited: the partitioned
+// history tables have no primary key in PostgreSQL (a partitioned table's
+// unique keys must hold the partition key), so diesel is given the key each
+// row is found by.
 
 diesel::table! {
     channel_offsets (channel) {
@@ -16,8 +19,7 @@ diesel::table! {
 }
 
 diesel::table! {
-    events (id) {
-        id -> Int8,
+    events (scope, feed_offset) {
         event_id -> Uuid,
         scope -> Text,
         feed_offset -> Int8,
@@ -36,6 +38,7 @@ diesel::table! {
         key -> Text,
         event_id -> Uuid,
         created_at -> Timestamptz,
+        day -> Date,
     }
 }
 

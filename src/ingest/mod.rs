@@ -12,15 +12,20 @@
 //!   the `event` and `notification` frames published, in offset order,
 //!   through the broker; the scopes that changed are reported to
 //!   [`crate::stats`].
-//! - A full queue, a stopping hub or a failed commit answers `unavailable`
-//!   (HTTP 503 with Retry-After) and stores nothing of that batch.
+//! - A full queue, a stopping hub or a failed commit (PostgreSQL down or
+//!   restarting included) answers `unavailable` (HTTP 503 with
+//!   Retry-After); nothing of that batch is acknowledged and nothing is
+//!   published. A commit whose outcome is unknown (the connection died while
+//!   `COMMIT` was on its way) may still have stored the batch: a retry with
+//!   the same keys finds them as duplicates, and subscribers get the stored
+//!   events by filling the gap from PostgreSQL when the next one arrives.
 //! - [`Drain`] (graceful stop) refuses new work and replies once everything
 //!   queued is committed and answered.
 
 pub mod queue;
 
 use crate::broker::Broker;
-use crate::db::{commit, history, Pool};
+use crate::db::{commit, partitions, Pool};
 use crate::error::HubError;
 use crate::events::{event_frame, notification_frame, EventView, NewEvent, NewNotification};
 use crate::frame::Outbound;
@@ -71,8 +76,9 @@ pub struct Settings {
     pub retention: Duration,
 }
 
-/// How often history past the retention window is deleted.
-const PRUNE_EVERY: Duration = Duration::from_secs(600);
+/// How often partitions ahead are made and history past the retention
+/// window is dropped.
+const MAINTAIN_EVERY: Duration = Duration::from_secs(600);
 
 pub struct Committer {
     pool: Pool,
@@ -103,6 +109,39 @@ impl Committer {
             committing: false,
             draining: None,
         }
+    }
+
+    /// Creates the days of partitions ahead and drops those past the
+    /// retention window (off the write path: its own pooled connection).
+    fn maintain(&mut self, ctx: &mut Context<Self>) {
+        let pool = self.pool.clone();
+        let Ok(retention) = chrono::Duration::from_std(self.settings.retention) else {
+            return;
+        };
+        ctx.spawn(
+            async move {
+                let mut conn = pool.get().await.map_err(|e| e.to_string())?;
+                let created = partitions::ensure(&mut conn)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let dropped = partitions::drop_expired(&mut conn, chrono::Utc::now() - retention)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok::<_, String>((created, dropped))
+            }
+            .into_actor(self)
+            .map(|result, _, _| match result {
+                Ok((created, dropped)) => {
+                    if created > 0 {
+                        tracing::info!(partitions = created, "created history partitions");
+                    }
+                    for p in dropped {
+                        tracing::info!(partition = %p.name, "dropped history past retention");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "history maintenance failed"),
+            }),
+        );
     }
 
     fn enqueue(&mut self, job: Job, ctx: &mut Context<Self>) {
@@ -149,8 +188,14 @@ impl Committer {
             let done = commit::commit_batch(&mut conn, &events, &notes)
                 .await
                 .map_err(|e| {
-                    tracing::error!(error = %e, "commit failed");
-                    HubError::Unavailable("database error; nothing was stored, retry".into())
+                    // Whatever failed, the batch is not acknowledged: a
+                    // retry is the answer (a statement's own fault is
+                    // logged as an error, a lost database as a warning).
+                    let what = match HubError::from(e) {
+                        HubError::Unavailable(_) => "database unavailable",
+                        _ => "database error",
+                    };
+                    HubError::Unavailable(format!("{what}; nothing acknowledged, retry"))
                 })?;
             let stages = &stages.stages;
             stages.statements.observe(done.statements.as_secs_f64());
@@ -264,28 +309,11 @@ impl Committer {
 impl Actor for Committer {
     type Context = Context<Self>;
 
-    /// Retention: the one writer of the history tables also trims them.
+    /// Partitions ahead and retention: the one writer of the history tables
+    /// also keeps them, at start and every [`MAINTAIN_EVERY`].
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(PRUNE_EVERY, |act, ctx| {
-            let pool = act.pool.clone();
-            let Ok(retention) = chrono::Duration::from_std(act.settings.retention) else {
-                return;
-            };
-            ctx.spawn(
-                async move {
-                    let mut conn = pool.get().await.map_err(|e| e.to_string())?;
-                    history::prune(&mut conn, chrono::Utc::now() - retention)
-                        .await
-                        .map_err(|e| e.to_string())
-                }
-                .into_actor(act)
-                .map(|result, _, _| match result {
-                    Ok(n) if n > 0 => tracing::info!(rows = n, "pruned history"),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "pruning failed"),
-                }),
-            );
-        });
+        self.maintain(ctx);
+        ctx.run_interval(MAINTAIN_EVERY, |act, ctx| act.maintain(ctx));
     }
 }
 

@@ -1,8 +1,9 @@
 //! Frames on their way to the socket: live deliveries from the hub (each
 //! frame offered to its subscription, which drops duplicates and finds
 //! gaps), replay pages read from PostgreSQL after the previous page went to
-//! the socket (so a replay moves only as fast as the client reads), and a
-//! resync after the broker reconnected.
+//! the socket (so a replay moves only as fast as the client reads; read
+//! again later while PostgreSQL is unavailable), and a resync after the
+//! broker reconnected.
 
 use super::subscription::Accept;
 use super::{WsSession, PAGE};
@@ -13,6 +14,12 @@ use crate::replay;
 use actix::prelude::*;
 use actix_web_actors::ws;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// First wait before a page is read again after `unavailable`; it doubles
+/// per attempt up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(250);
+const RETRY_MAX: Duration = Duration::from_secs(4);
 
 impl WsSession {
     /// Writes one replay page, then either reads the next page (after this
@@ -60,6 +67,22 @@ impl WsSession {
         after: i64,
         ctx: &mut ws::WebsocketContext<Self>,
     ) {
+        self.read_page(name, generation, after, 0, ctx);
+    }
+
+    /// One attempt at reading a page. While PostgreSQL is unavailable the
+    /// subscription is kept (catching up, live frames wait in its buffer)
+    /// and the same page is read again later, with backoff: a restart of
+    /// the database delays a gap's filling, it does not end subscriptions.
+    /// Any other failure ends the subscription with an `error` frame.
+    fn read_page(
+        &mut self,
+        name: Arc<str>,
+        generation: u64,
+        after: i64,
+        attempt: u32,
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) {
         let Some(sub) = self.live_sub(&name, generation) else {
             return;
         };
@@ -75,6 +98,15 @@ impl WsSession {
             Ok(items) => {
                 let more = items.len() as i64 == PAGE;
                 act.write_page(&name, generation, items, more, ctx);
+            }
+            Err(HubError::Unavailable(why)) => {
+                if attempt == 0 {
+                    tracing::warn!(%why, channel = %name, "replay waits for the database");
+                }
+                let wait = (RETRY_FIRST * 2u32.saturating_pow(attempt.min(8))).min(RETRY_MAX);
+                ctx.run_later(wait, move |act, ctx| {
+                    act.read_page(name, generation, after, attempt + 1, ctx)
+                });
             }
             Err(e) => {
                 tracing::warn!(error = %e, channel = %name, "replay failed");

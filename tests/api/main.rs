@@ -11,6 +11,8 @@ mod kafka;
 mod lifecycle;
 mod limits;
 mod origin;
+mod partitions;
+mod pg_restart;
 mod presence;
 mod protocol;
 mod redis_cluster;

@@ -51,16 +51,37 @@ pub async fn fresh_database() -> String {
         .batch_execute("SELECT pg_advisory_unlock(4242)")
         .await
         .unwrap();
-    let name = format!(
-        "pulsehub_test_{}_{}",
-        std::process::id(),
-        NEXT_DB.fetch_add(1, Ordering::SeqCst)
-    );
+    let name = next_name();
     admin
         .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
         .await
         .expect("cloning the template database");
     format!("{server}/{name}")
+}
+
+/// Creates an empty database (no migrations run) and returns its URL.
+pub async fn fresh_unmigrated_database() -> String {
+    let server = server_url();
+    let mut admin = AsyncPgConnection::establish(&format!("{server}/postgres"))
+        .await
+        .unwrap_or_else(|e| {
+            panic!("PostgreSQL is not reachable at {server} ({e}); run scripts/test.sh, which starts it")
+        });
+    let name = next_name();
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("creating a database");
+    format!("{server}/{name}")
+}
+
+/// A database name of this process (dropped once it has exited).
+fn next_name() -> String {
+    format!(
+        "pulsehub_test_{}_{}",
+        std::process::id(),
+        NEXT_DB.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 /// The template is named after the migrations, so changing them rebuilds it.

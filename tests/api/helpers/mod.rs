@@ -10,6 +10,8 @@
 //! - `hub_process`: [`HubProcess`], the `pulsehub` binary as a child;
 //! - `redis`: the shared Redis and [`PrivateRedis`];
 //! - `redis_cluster`: [`RedisCluster`], a Redis Cluster of a test's own;
+//! - `postgres`: [`PrivatePostgres`], a PostgreSQL server of a test's own
+//!   that it stops (fast or like a crash) and starts again;
 //! - `feed`: event batches, frame offsets, the nothing-stored check;
 //! - `streams`: [`TestStreams`], Redis stream keys of a test's own, and the
 //!   hub's feed and metrics read back;
@@ -24,6 +26,7 @@ mod feed;
 mod hub_process;
 mod jam;
 mod kafka;
+mod postgres;
 mod raw_ws;
 mod redis;
 mod redis_cluster;
@@ -37,6 +40,7 @@ pub use database::*;
 pub use feed::*;
 pub use hub_process::*;
 pub use kafka::*;
+pub use postgres::*;
 pub use raw_ws::*;
 pub use redis::*;
 pub use redis_cluster::*;
