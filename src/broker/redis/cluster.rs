@@ -72,8 +72,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// A failed node is tried again at most this far apart: a failover takes a
-/// second or two, and this bounds how long delivery waits after it.
-const RETRY_MAX: Duration = Duration::from_secs(1);
+/// second or more, and this bounds how long delivery waits after it (a
+/// retry is a refused connection and a `CLUSTER SLOTS`: cheap).
+const RETRY_MAX: Duration = Duration::from_millis(500);
 /// The slot map is read this often even when nothing failed (a manual
 /// failover or a slot move that no connection noticed).
 const REFRESH_EVERY: Duration = Duration::from_secs(5);
