@@ -25,15 +25,18 @@
 //!   the other replicas' subscriptions may never have broken (the shard
 //!   that failed was not theirs to listen to, or came back before they
 //!   noticed), so they resync on that word instead.
-//! - Subscriber: one RESP3 connection per master (so a newly wanted channel
-//!   is one `SSUBSCRIBE` away, as on one Redis), its push messages (`smessage`, `sunsubscribe`, disconnection)
-//!   tagged with the node and the connection's generation. A connection
+//! - Subscriber: one RESP3 connection per master (so a newly wanted
+//!   channel is one `SSUBSCRIBE` away, as on one Redis), its push messages
+//!   (`smessage`, `sunsubscribe`, disconnection) tagged with the node and
+//!   the connection's generation. A connection
 //!   that breaks (its master died), a `sunsubscribe` the server sent by
 //!   itself (its slot moved), a failed `PING`, or a periodic map read that
 //!   shows a channel's slot on another master, all lead to the same repair:
-//!   read the map, connect to the masters now owning the wanted channels,
-//!   subscribe them there (one channel per `SSUBSCRIBE`: channels of
-//!   different slots cannot share one), and once everything wanted is
+//!   read the map, connect to every master that has no link (all at once),
+//!   subscribe each wanted channel at its slot's master (one channel per
+//!   `SSUBSCRIBE`: channels of different slots cannot share one; whatever
+//!   can be subscribed is, even while one master does not answer), and
+//!   once everything wanted is
 //!   subscribed again send [`Resync`](crate::frame::Resync) so sessions
 //!   read what they missed from PostgreSQL by offset, exactly as after a
 //!   single Redis comes back. When the gossip channel was subscribed anew,
@@ -48,13 +51,17 @@
 //!   (a gap).
 //!
 //! Why not redis-rs's cluster client (`cluster-async`, which has
-//! `ssubscribe` and resubscribes by itself)? It does not say when a
-//! resubscription is complete, which is when `Resync` must be sent (sooner
-//! loses frames); it forgets a subscription the server ends with an
-//! unsolicited `sunsubscribe` (a slot move) without resubscribing it; and it
-//! reads the slot map only when a request fails, so a replica that only
-//! listens to a shard would not notice its failover. Owning the slot map
-//! and one connection per master makes each of these a decision here.
+//! `ssubscribe` with a RESP3 push sender and resubscribes by itself)? Read
+//! in its source (1.8.1): it does not say when a resubscription is
+//! complete, which is when `Resync` must be sent (sooner loses frames); we
+//! found no handling of an unsolicited `sunsubscribe` (a slot move) beyond
+//! recording it like a confirmation, so such a subscription is not made
+//! again; and it reads the slot map only when a request fails, so a
+//! replica that only listens to a shard would not notice its failover.
+//! Owning the slot map and one connection per master makes each of these a
+//! decision here. (An unsolicited `sunsubscribe` can also be taken by a
+//! multiplexed connection as the reply to the request in flight; this is
+//! why such a link is dropped whole rather than kept.)
 
 use super::ops::{
     call, drop_batch, send_batch, Op, Shared, BACKOFF_MIN, PING_EVERY, PIPELINE, TIMEOUT,

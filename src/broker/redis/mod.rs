@@ -19,6 +19,8 @@
 //!   broker's side (`publish`, `interest`, claims, gossip) is the same for
 //!   both; only the two tasks differ, so one Redis pays nothing for the
 //!   cluster.
+//!
+//! [`RemotePresence::ViewWanted`]: super::presence::RemotePresence::ViewWanted
 
 mod cluster;
 mod ops;
