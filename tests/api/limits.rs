@@ -222,9 +222,14 @@ async fn try_connect_at(port: u16, token: &str) -> Result<WsClient, u16> {
     }
 }
 
-/// Members of `user`'s connection set in Redis.
+/// Members of `user`'s connection set in the shared Redis.
 async fn counted_in_redis(prefix: &str, user: &str) -> usize {
-    let mut conn = redis::Client::open(redis_url())
+    counted_at(&redis_url(), prefix, user).await
+}
+
+/// Members of `user`'s connection set in the Redis at `url`.
+async fn counted_at(url: &str, prefix: &str, user: &str) -> usize {
+    let mut conn = redis::Client::open(url)
         .unwrap()
         .get_multiplexed_async_connection()
         .await
@@ -506,4 +511,72 @@ async fn accepted_sockets_get_the_configured_send_buffer() {
     let kernel = server_socket_send_buffer(app.port, client_addr(&c));
     println!("kernel default SO_SNDBUF of an accepted socket: {kernel}");
     assert_ne!(kernel, 48 * 1024);
+}
+
+#[actix_web::test]
+async fn while_redis_is_down_users_are_counted_per_replica_and_the_count_heals() {
+    let mut redis = PrivateRedis::start();
+    let url = redis.url();
+    let apps = spawn_cluster(2, |c| {
+        c.redis_url = Some(url.clone());
+        c.max_connections_per_user = 2;
+        c.connection_ttl_secs = 3;
+    })
+    .await;
+    let (a, b) = (&apps[0], &apps[1]);
+    let prefix = a.state.config.redis_prefix.clone();
+    let token = a.token("alice", &["demo"]);
+    let first = a.try_connect(&token, &[]).await.unwrap();
+    assert_eq!(counted_at(&url, &prefix, "alice").await, 1);
+
+    redis.stop();
+    // Nobody is locked out: each replica counts its own connections.
+    let second = a.try_connect(&token, &[]).await.expect("admitted on A");
+    let (status, _, body) = refusal(a.port, &token, &[]).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("on this replica"),
+        "{body}"
+    );
+    let on_b = b.try_connect(&token, &[]).await.expect("admitted on B");
+    assert_eq!(
+        a.metric("pulsehub_connection_limit_fallbacks_total").await,
+        2.0
+    );
+    assert_eq!(
+        b.metric("pulsehub_connection_limit_fallbacks_total").await,
+        1.0
+    );
+
+    // Redis comes back empty: the refresh puts every live connection back.
+    redis.restart();
+    let deadline = Instant::now() + PATIENCE;
+    while counted_at(&url, &prefix, "alice").await != 3 {
+        assert!(Instant::now() < deadline, "the count did not heal");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Over the limit after the outage: nobody is cut off, and new
+    // connections are refused for the cluster until it is back under.
+    let (status, _, body) = refusal(b.port, &token, &[]).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("in the cluster"),
+        "{body}"
+    );
+    drop(first);
+    let deadline = Instant::now() + PATIENCE;
+    while counted_at(&url, &prefix, "alice").await != 2 {
+        assert!(Instant::now() < deadline, "the release did not reach Redis");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(try_connect_at(b.port, &token).await.err(), Some(429));
+    drop(second);
+    let _third = admitted_eventually(b.port, &token, Duration::ZERO).await;
+    drop(on_b);
 }
