@@ -580,3 +580,72 @@ async fn while_redis_is_down_users_are_counted_per_replica_and_the_count_heals()
     let _third = admitted_eventually(b.port, &token, Duration::ZERO).await;
     drop(on_b);
 }
+
+#[actix_web::test]
+async fn behind_nginx_a_full_replica_sends_clients_on_and_addresses_come_from_the_proxy() {
+    let apps = spawn_cluster(2, |c| {
+        c.trusted_proxies = vec!["127.0.0.1".into()];
+        c.max_connections_per_address = 2;
+        if c.instance_id.as_deref() == Some("hub-a") {
+            c.max_connections = 1;
+        }
+    })
+    .await;
+    let (a, b) = (&apps[0], &apps[1]);
+    let lb = crate::cluster::start_nginx(&[a.port, b.port]);
+    // A is full.
+    let _direct = a.connect("zed", &["demo"]).await;
+
+    // Every client through nginx gets in: A's 503 sends nginx to B.
+    let via_lb = |user: &str, xff: &str| {
+        let token = a.token(user, &["demo"]);
+        let xff = xff.to_string();
+        async move {
+            use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+            let mut req = format!("ws://127.0.0.1:{}/ws?token={token}", lb.port)
+                .into_client_request()
+                .unwrap();
+            req.headers_mut()
+                .insert("x-forwarded-for", xff.parse().unwrap());
+            match tokio_tungstenite::connect_async(req).await {
+                Ok((stream, _)) => {
+                    let mut c = WsClient::from_stream(stream);
+                    let welcome = c.recv().await;
+                    assert_eq!(welcome["type"], "welcome", "{welcome}");
+                    Ok((c, welcome["instance"].as_str().unwrap().to_string()))
+                }
+                Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
+                    let body: Value =
+                        serde_json::from_slice(res.body().as_deref().unwrap_or(b"null"))
+                            .unwrap_or(Value::Null);
+                    Err((res.status().as_u16(), body))
+                }
+                Err(e) => panic!("ws connect through nginx: {e}"),
+            }
+        }
+    };
+    let mut held = Vec::new();
+    for i in 0..4 {
+        let (c, instance) = via_lb(&format!("u{i}"), &format!("198.51.100.{i}"))
+            .await
+            .expect("admitted through nginx");
+        assert_eq!(instance, "hub-b");
+        held.push(c);
+    }
+    assert!(
+        a.metric(r#"pulsehub_connections_refused_by_limit_total{limit="replica"}"#)
+            .await
+            >= 1.0
+    );
+
+    // nginx appends the address it saw to the client's header; the hub
+    // trusts nginx (loopback), so the client is what nginx was told. Two
+    // clients of one address fit, the third is refused, through nginx.
+    for user in ["v1", "v2"] {
+        held.push(via_lb(user, "203.0.113.5").await.expect("admitted").0);
+    }
+    let (status, body) = via_lb("v3", "203.0.113.5").await.err().expect("refused");
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "limit_reached", "{body}");
+    assert_eq!(b.state.connections.addresses(), 5);
+}
