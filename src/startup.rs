@@ -4,8 +4,9 @@
 //! `Application::build` binds first (port 0 in tests), so the caller knows
 //! the port before serving. A graceful stop (SIGTERM/SIGINT or
 //! [`Stopper::stop`]) stops accepting connections, commits every queued
-//! event (answering their requests), closes every session with 1001, then
-//! lets the server finish.
+//! event (answering their requests), closes every session with 1001, takes
+//! its connections out of the cluster's per-user counts, then lets the
+//! server finish.
 
 use crate::auth::TokenKeys;
 use crate::broker::presence::PresenceManager;
@@ -272,6 +273,8 @@ impl Stopper {
         }
         let closed = state.hub.send(crate::hub::Shutdown).await.unwrap_or(0);
         tracing::info!(sessions = closed, "sessions closed with 1001");
+        // Told to go elsewhere, the clients must find their slots free there.
+        state.connections.forget_all(Duration::from_secs(2)).await;
         self.server.stop(true).await;
     }
 }

@@ -13,7 +13,9 @@
 //!   refresh adds members that are missing (Redis restarted or was
 //!   unreachable when they were admitted), so the count heals by itself.
 //! - Releasing removes the member (`ZREM`, queued and pipelined; a release
-//!   that cannot be sent expires with the TTL).
+//!   that cannot be sent expires with the TTL). A replica that stops
+//!   gracefully removes all its members at once ([`ClusterCounts::forget_all`]),
+//!   so its users can reconnect elsewhere without waiting for the TTL.
 //! - Unreachable Redis is an `Err` for the caller to fall back on (the
 //!   replica's own count); after a failure Redis is not asked again for
 //!   [`RETRY_AFTER`], so connecting does not wait on a timeout each time.
@@ -62,6 +64,14 @@ redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return #ARGV - 1
 ";
 
+/// What the upkeep task is told, in order.
+enum Upkeep {
+    /// Remove one member: (key, member).
+    Release(String, String),
+    /// Remove every member this replica holds; answer when sent.
+    ForgetAll(tokio::sync::oneshot::Sender<()>),
+}
+
 /// What Redis said about a new connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -86,7 +96,7 @@ pub struct ClusterCounts {
     next: AtomicU64,
     /// This replica's live members: id → user.
     live: Mutex<HashMap<String, String>>,
-    releases: mpsc::UnboundedSender<(String, String)>,
+    releases: mpsc::UnboundedSender<Upkeep>,
     health: Mutex<Health>,
 }
 
@@ -181,7 +191,19 @@ impl ClusterCounts {
         self.live().remove(&member.id);
         let _ = self
             .releases
-            .send((self.key(&member.user), member.id.clone()));
+            .send(Upkeep::Release(self.key(&member.user), member.id.clone()));
+    }
+
+    /// The replica is stopping: removes every member it holds from Redis
+    /// (after the releases queued before), within `limit`. Connections
+    /// that close later release members already gone, which is harmless.
+    pub async fn forget_all(&self, limit: Duration) {
+        let (done, sent) = tokio::sync::oneshot::channel();
+        if self.releases.send(Upkeep::ForgetAll(done)).is_ok()
+            && tokio::time::timeout(limit, sent).await.is_err()
+        {
+            tracing::warn!("connections not removed from redis in time: they expire with the TTL");
+        }
     }
 
     /// Members this replica holds (its live connections counted in Redis).
@@ -253,10 +275,21 @@ impl ClusterCounts {
         }
     }
 
-    async fn send_releases(&self, batch: &mut Vec<(String, String)>) {
+    async fn send_releases(&self, batch: &mut Vec<Upkeep>) {
         let mut pipe = redis::pipe();
-        for (key, id) in batch.drain(..) {
-            pipe.cmd("ZREM").arg(key).arg(id).ignore();
+        let mut answers = Vec::new();
+        for op in batch.drain(..) {
+            match op {
+                Upkeep::Release(key, id) => {
+                    pipe.cmd("ZREM").arg(key).arg(id).ignore();
+                }
+                Upkeep::ForgetAll(done) => {
+                    for (id, user) in self.live().drain() {
+                        pipe.cmd("ZREM").arg(self.key(&user)).arg(id).ignore();
+                    }
+                    answers.push(done);
+                }
+            }
         }
         let mut conn = self.conn.clone();
         // A release lost here expires with the TTL.
@@ -269,6 +302,9 @@ impl ClusterCounts {
                 self.failed("release timed out");
             }
         }
+        for done in answers {
+            let _ = done.send(());
+        }
     }
 }
 
@@ -278,7 +314,7 @@ impl ClusterCounts {
 /// [`ClusterCounts`].
 async fn upkeep(
     counts: std::sync::Weak<ClusterCounts>,
-    mut releases: mpsc::UnboundedReceiver<(String, String)>,
+    mut releases: mpsc::UnboundedReceiver<Upkeep>,
 ) {
     let every = match counts.upgrade() {
         Some(c) => c.ttl / 3,

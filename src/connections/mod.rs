@@ -194,6 +194,14 @@ impl Connections {
         self.local().total
     }
 
+    /// The replica is stopping: its connections stop counting in Redis now
+    /// rather than after the TTL (nothing to do without Redis).
+    pub async fn forget_all(&self, limit: std::time::Duration) {
+        if let Some(cluster) = &self.cluster {
+            cluster.forget_all(limit).await;
+        }
+    }
+
     /// Connections of this replica counted in Redis (0 without Redis).
     pub fn in_cluster(&self) -> usize {
         self.cluster.as_ref().map_or(0, |c| c.held())

@@ -649,3 +649,50 @@ async fn behind_nginx_a_full_replica_sends_clients_on_and_addresses_come_from_th
     assert_eq!(body["error"]["code"], "limit_reached", "{body}");
     assert_eq!(b.state.connections.addresses(), 5);
 }
+
+#[actix_web::test]
+async fn a_replica_stopping_gracefully_frees_its_users_slots_at_once() {
+    let apps = spawn_cluster(1, |c| c.max_connections_per_user = 2).await;
+    let b = &apps[0];
+    let prefix = b.state.config.redis_prefix.clone();
+    let redis = redis_url();
+    let mut a = HubProcess::start(
+        &b.database_url,
+        &[
+            ("REDIS_URL", &redis),
+            ("PULSEHUB_REDIS_PREFIX", &prefix),
+            ("PULSEHUB_INSTANCE_ID", "hub-stopping"),
+            ("PULSEHUB_MAX_CONNECTIONS_PER_USER", "2"),
+        ],
+    )
+    .await;
+    let token = b.token("alice", &["demo"]);
+    let mut on_a = [
+        connect_at(a.port, &token).await,
+        connect_at(a.port, &token).await,
+    ];
+    assert_eq!(try_connect_at(b.port, &token).await.err(), Some(429));
+
+    unsafe {
+        libc::kill(a.pid(), libc::SIGTERM);
+    }
+    for c in &mut on_a {
+        assert_eq!(c.closed().await.map(u16::from), Some(1001));
+    }
+    let status = tokio::time::timeout(PATIENCE, a.child.wait())
+        .await
+        .expect("exited in time")
+        .unwrap();
+    assert!(status.success(), "{status:?}\n{}", a.log());
+    // Not after the TTL (30 s): the process took them out before exiting.
+    assert_eq!(counted_in_redis(&prefix, "alice").await, 0);
+    let _moved = [
+        try_connect_at(b.port, &token)
+            .await
+            .expect("first slot on B"),
+        try_connect_at(b.port, &token)
+            .await
+            .expect("second slot on B"),
+    ];
+    assert_eq!(try_connect_at(b.port, &token).await.err(), Some(429));
+}
