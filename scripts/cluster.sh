@@ -34,6 +34,8 @@ mkdir -p "$run_dir"
 
 export DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/pulsehub}
 export PULSEHUB_DEMO=${PULSEHUB_DEMO:-true}
+# nginx runs here: its X-Forwarded-For names the clients (per-address limit).
+export PULSEHUB_TRUSTED_PROXIES=${PULSEHUB_TRUSTED_PROXIES:-127.0.0.1}
 
 pids=()
 stop_all() {

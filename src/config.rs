@@ -264,9 +264,43 @@ pub struct Config {
     #[arg(long, env = "PULSEHUB_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
 
-    /// WebSocket connections one user may hold on this replica (0: no limit).
+    /// WebSocket connections one user may hold (0: no limit): in the whole
+    /// cluster when `REDIS_URL` is set (counted in Redis), else on this
+    /// replica. Over it the upgrade gets 429 `limit_reached`.
     #[arg(long, env = "PULSEHUB_MAX_CONNECTIONS_PER_USER", default_value_t = 20)]
     pub max_connections_per_user: usize,
+
+    /// Seconds a replica's connection stays counted in Redis without being
+    /// refreshed (refreshed every third of this): how long a replica that
+    /// died keeps its users' slots.
+    #[arg(long, env = "PULSEHUB_CONNECTION_TTL_SECS", default_value_t = 30)]
+    pub connection_ttl_secs: u64,
+
+    /// WebSocket connections this replica accepts in all (0: no limit); over
+    /// it the upgrade gets 503 `unavailable` with `Retry-After`.
+    #[arg(long, env = "PULSEHUB_MAX_CONNECTIONS", default_value_t = 0)]
+    pub max_connections: usize,
+
+    /// WebSocket connections one client address may hold on this replica
+    /// (0: no limit); over it the upgrade gets 429 `limit_reached`.
+    #[arg(
+        long,
+        env = "PULSEHUB_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 0
+    )]
+    pub max_connections_per_address: usize,
+
+    /// Proxies (IP addresses or CIDR blocks, comma-separated) whose
+    /// `Forwarded` / `X-Forwarded-For` header names the client's address.
+    /// Empty: the header is never trusted; the client is the TCP peer.
+    #[arg(long, env = "PULSEHUB_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
+
+    /// `SO_SNDBUF` of every accepted socket, in bytes (the kernel doubles
+    /// it for its bookkeeping): the most a stalled connection holds in the
+    /// kernel. 0: the kernel's default and autotuning (up to `tcp_wmem`).
+    #[arg(long, env = "PULSEHUB_SOCKET_SEND_BUFFER", default_value_t = 64 * 1024)]
+    pub socket_send_buffer: usize,
 
     /// Seconds a client has to send a request's headers, and again its body;
     /// slower connections are closed (408).
@@ -324,6 +358,10 @@ impl Config {
             .iter()
             .try_for_each(|o| crate::origin::validate(o))?;
         self.validate_cluster()?;
+        if self.connection_ttl_secs == 0 {
+            return Err("PULSEHUB_CONNECTION_TTL_SECS must be positive".into());
+        }
+        crate::connections::address::TrustedProxies::parse(&self.trusted_proxies)?;
         self.validate_streams()?;
         self.validate_kafka()
     }
@@ -480,6 +518,9 @@ impl Config {
     }
     pub fn presence_ttl(&self) -> Duration {
         Duration::from_secs(self.presence_ttl_secs.max(1))
+    }
+    pub fn connection_ttl(&self) -> Duration {
+        Duration::from_secs(self.connection_ttl_secs.max(1))
     }
     pub fn presence_grace(&self) -> Duration {
         Duration::from_millis(self.presence_grace_ms)

@@ -19,6 +19,11 @@ pub struct Metrics {
     pub broker_up: Gauge,
     pub connections_total: Counter,
     pub connections_refused: Counter,
+    /// Refusals by the limit that refused (`crate::connections::Limit`).
+    pub connections_refused_by: Family<LimitLabels, Counter>,
+    /// Handshakes where Redis could not count the user, so this replica's
+    /// count decided.
+    pub connection_limit_fallbacks: Counter,
     pub frames_in: Counter,
     pub frames_out: Counter,
     pub frames_dropped: Counter,
@@ -58,6 +63,12 @@ pub struct Stages {
     pub dispatch: Histogram,
     /// Handed to a session → written to its socket buffer (per session).
     pub write: Histogram,
+}
+
+/// Which connection limit refused a handshake.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    limit: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -149,7 +160,21 @@ impl Metrics {
             connections_refused: counter(
                 &mut r,
                 "connections_refused",
-                "WebSocket upgrades refused: the user was at PULSEHUB_MAX_CONNECTIONS_PER_USER",
+                "WebSocket upgrades refused by a connection limit (user, address or replica total)",
+            ),
+            connections_refused_by: {
+                let f = Family::<LimitLabels, Counter>::default();
+                r.register(
+                    "connections_refused_by_limit",
+                    "WebSocket upgrades refused, by limit: user (PULSEHUB_MAX_CONNECTIONS_PER_USER), address (PULSEHUB_MAX_CONNECTIONS_PER_ADDRESS), replica (PULSEHUB_MAX_CONNECTIONS)",
+                    f.clone(),
+                );
+                f
+            },
+            connection_limit_fallbacks: counter(
+                &mut r,
+                "connection_limit_fallbacks",
+                "Handshakes whose user was counted on this replica only because Redis could not answer",
             ),
             frames_in: counter(&mut r, "frames_in", "Frames received from clients"),
             frames_out: counter(
@@ -214,6 +239,14 @@ impl Metrics {
             source: source.into(),
             stream: stream.into(),
         }
+    }
+
+    /// A handshake refused by `limit` (a `crate::connections::Limit` label).
+    pub fn refused(&self, limit: &'static str) {
+        self.connections_refused.inc();
+        self.connections_refused_by
+            .get_or_create(&LimitLabels { limit })
+            .inc();
     }
 
     /// The Prometheus text exposition.

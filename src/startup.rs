@@ -4,15 +4,18 @@
 //! `Application::build` binds first (port 0 in tests), so the caller knows
 //! the port before serving. A graceful stop (SIGTERM/SIGINT or
 //! [`Stopper::stop`]) stops accepting connections, commits every queued
-//! event (answering their requests), closes every session with 1001, then
-//! lets the server finish.
+//! event (answering their requests), closes every session with 1001, takes
+//! its connections out of the cluster's per-user counts, then lets the
+//! server finish.
 
 use crate::auth::TokenKeys;
 use crate::broker::presence::PresenceManager;
 use crate::broker::redis::{RedisBroker, Target};
 use crate::broker::{memory::InMemoryBroker, Broker, Inbound};
 use crate::config::Config;
-use crate::connections::UserConnections;
+use crate::connections::address::TrustedProxies;
+use crate::connections::cluster::ClusterCounts;
+use crate::connections::{Connections, Limits};
 use crate::db;
 use crate::hub::Hub;
 use crate::ingest::{self, Committer};
@@ -136,6 +139,29 @@ impl Application {
             },
         ));
 
+        // The per-user count lives in Redis when there is one: its own
+        // connection (request/response with a short timeout on the
+        // handshake's path, unlike the broker's queued writes).
+        let cluster_counts = match &config.redis_url {
+            Some(url) if config.max_connections_per_user > 0 => Some(ClusterCounts::start(
+                url,
+                &config.redis_prefix,
+                &instance,
+                config.connection_ttl(),
+            )?),
+            _ => None,
+        };
+        let connections = Connections::new(
+            Limits {
+                total: config.max_connections,
+                per_address: config.max_connections_per_address,
+                per_user: config.max_connections_per_user,
+            },
+            cluster_counts,
+            metrics.clone(),
+        );
+        let proxies = TrustedProxies::parse(&config.trusted_proxies).map_err(anyhow::Error::msg)?;
+
         let stopping = tokio::sync::watch::Sender::new(false);
         let sources = sources.start(
             &config,
@@ -147,7 +173,8 @@ impl Application {
         let state = web::Data::new(AppState {
             instance,
             tokens: TokenKeys::new(config.jwt_secret().unwrap_or_default()),
-            connections: UserConnections::new(config.max_connections_per_user),
+            connections,
+            proxies,
             ingest_key: config.ingest_key().unwrap_or_default().to_string(),
             pool,
             hub,
@@ -162,6 +189,7 @@ impl Application {
         });
         let data = state.clone();
         let origins = web::Data::new(AllowedOrigins(config.allowed_origins.clone()));
+        let send_buffer = config.socket_send_buffer;
         let server = HttpServer::new(move || {
             // The last `wrap` runs first: log, then refuse foreign origins,
             // then CORS for the allowed ones.
@@ -175,12 +203,10 @@ impl Application {
                 ))
                 .configure(crate::routes::configure)
         })
-        .on_connect(|conn, ext| {
+        .on_connect(move |conn, ext| {
             if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
                 ext.insert(ConnFd(tcp.as_raw_fd()));
-                // Frames are pushed as they come: do not hold small writes back.
-                let _ = tcp.set_nodelay(true);
-                let _ = socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(TCP_USER_TIMEOUT));
+                tune_socket(tcp, send_buffer);
             }
         })
         .workers(if config.workers == 0 {
@@ -253,7 +279,24 @@ impl Stopper {
         }
         let closed = state.hub.send(crate::hub::Shutdown).await.unwrap_or(0);
         tracing::info!(sessions = closed, "sessions closed with 1001");
+        // Told to go elsewhere, the clients must find their slots free there.
+        state.connections.forget_all(Duration::from_secs(2)).await;
         self.server.stop(true).await;
+    }
+}
+
+/// Options of every accepted socket. Failures are ignored: each is an
+/// optimisation or a backstop, and the connection works without it.
+fn tune_socket(tcp: &actix_web::rt::net::TcpStream, send_buffer: usize) {
+    // Frames are pushed as they come: do not hold small writes back.
+    let _ = tcp.set_nodelay(true);
+    let sock = socket2::SockRef::from(tcp);
+    let _ = sock.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT));
+    // A fixed send buffer also turns off the kernel's autotuning, which
+    // would let a stalled connection hold up to `tcp_wmem`'s maximum
+    // (4 MiB here) on top of its outbox.
+    if send_buffer > 0 {
+        let _ = sock.set_send_buffer_size(send_buffer);
     }
 }
 

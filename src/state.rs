@@ -8,7 +8,8 @@
 use crate::auth::TokenKeys;
 use crate::broker::Broker;
 use crate::config::Config;
-use crate::connections::UserConnections;
+use crate::connections::address::TrustedProxies;
+use crate::connections::Connections;
 use crate::db::Pool;
 use crate::hub::Hub;
 use crate::ingest::Committer;
@@ -24,7 +25,10 @@ pub struct AppState {
     pub config: Config,
     pub instance: String,
     pub tokens: TokenKeys,
-    pub connections: Arc<UserConnections>,
+    /// Connection admission: the replica's, the addresses' and the users' counts.
+    pub connections: Arc<Connections>,
+    /// Whose forwarding headers name the client's address.
+    pub proxies: TrustedProxies,
     pub ingest_key: String,
     pub pool: Pool,
     pub hub: Addr<Hub>,

@@ -16,8 +16,14 @@
 //! subscribers only. Each carries a per-scope sequence number
 //! (`Outbound::seq`) so a subscribing session can drop diffs already
 //! contained in its `sync`. User counts go to the stats aggregator.
+//!
+//! Clients on the HTTP long-poll fallback are present too: a
+//! [`PollPresence`] held by the history request makes its user a session
+//! of the scope while the poll is held and for the grace after it
+//! ([`polls`]).
 
 pub mod cluster;
+pub mod polls;
 pub mod registry;
 #[cfg(test)]
 mod registry_props;
@@ -30,6 +36,7 @@ use crate::protocol::{encode, Channel, PresenceOp, PresenceUser, ServerFrame, Us
 use crate::stats::Online;
 use actix::prelude::*;
 use cluster::{merge, Cluster, Touched};
+use polls::Polls;
 use registry::{Change, Registry};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -64,6 +71,55 @@ pub struct Activity {
     pub action: Option<String>,
 }
 
+/// A long-poll of `user` on a channel of `scope` started.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PollStart {
+    pub scope: String,
+    pub user: UserRef,
+}
+
+/// A long-poll of `user` on a channel of `scope` ended.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PollEnd {
+    pub scope: String,
+    pub user: String,
+}
+
+/// Keeps a long-polling user present in a scope while it lives: created
+/// when the poll starts, dropped when its answer is sent or the client
+/// goes away.
+pub struct PollPresence {
+    presence: Addr<PresenceHub>,
+    scope: String,
+    user: String,
+}
+
+impl PollPresence {
+    pub fn hold(presence: &Addr<PresenceHub>, scope: &str, user: UserRef) -> Self {
+        let id = user.id.clone();
+        presence.do_send(PollStart {
+            scope: scope.to_string(),
+            user,
+        });
+        PollPresence {
+            presence: presence.clone(),
+            scope: scope.to_string(),
+            user: id,
+        }
+    }
+}
+
+impl Drop for PollPresence {
+    fn drop(&mut self) {
+        self.presence.do_send(PollEnd {
+            scope: std::mem::take(&mut self.scope),
+            user: std::mem::take(&mut self.user),
+        });
+    }
+}
+
 /// The `sync` frame for a new subscriber of `presence:{scope}`.
 #[derive(Message)]
 #[rtype(result = "Outbound")]
@@ -91,6 +147,7 @@ pub struct Timers {
 
 pub struct PresenceHub {
     registry: Registry,
+    polls: Polls,
     cluster: Cluster,
     /// The merged view clients have been told about: scope → user → state.
     view: HashMap<String, BTreeMap<String, PresenceUser>>,
@@ -112,6 +169,7 @@ impl PresenceHub {
     ) -> Self {
         PresenceHub {
             registry: Registry::default(),
+            polls: Polls::default(),
             cluster: Cluster::default(),
             view: HashMap::new(),
             seqs: HashMap::new(),
@@ -214,7 +272,18 @@ impl Actor for PresenceHub {
             (self.timers.grace / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
         ctx.run_interval(every, |act, _| {
             let now = Instant::now();
-            let mut changes = act.registry.expire(act.timers.grace, now);
+            // Poll sessions with no poll for the grace leave as of their
+            // last poll, so the sweep just below already ends them.
+            let mut changes: Vec<Change> = act
+                .polls
+                .expire(act.timers.grace, now)
+                .into_iter()
+                .filter_map(|(scope, user, ended_at)| {
+                    act.registry
+                        .leave(&scope, &polls::session_id(&user), ended_at)
+                })
+                .collect();
+            changes.extend(act.registry.expire(act.timers.grace, now));
             changes.extend(act.registry.mark_idle(act.timers.idle, now));
             act.local(changes);
             let gone = act.cluster.expire(act.timers.ttl, now);
@@ -255,6 +324,27 @@ impl Handler<ExitAll> for PresenceHub {
             .filter_map(|scope| self.registry.leave(&scope, &msg.session, now))
             .collect();
         self.local(changes);
+    }
+}
+
+impl Handler<PollStart> for PresenceHub {
+    type Result = ();
+    fn handle(&mut self, msg: PollStart, _: &mut Context<Self>) {
+        if !self.polls.start(&msg.scope, &msg.user.id) {
+            return;
+        }
+        let session = polls::session_id(&msg.user.id);
+        let change = self
+            .registry
+            .join(&msg.scope, &session, &msg.user, Instant::now());
+        self.local(change.into_iter().collect());
+    }
+}
+
+impl Handler<PollEnd> for PresenceHub {
+    type Result = ();
+    fn handle(&mut self, msg: PollEnd, _: &mut Context<Self>) {
+        self.polls.end(&msg.scope, &msg.user, Instant::now());
     }
 }
 

@@ -1,5 +1,6 @@
 //! The read API for browsers (JWT): stats and presence snapshots (the
-//! polling fallback) and a recoverable channel's history, with long-poll.
+//! polling fallback) and a recoverable channel's history, with long-poll
+//! (whose user counts in the scope's presence while the poll is held).
 
 use super::request::reader;
 use crate::db::history;
@@ -95,6 +96,17 @@ pub async fn history(
         ));
     }
     let wait = Duration::from_secs(query.wait.unwrap_or(0).min(MAX_WAIT_SECS));
+    // A long-poll on a scope's channel makes its user present in the scope
+    // while it is held (and for the grace after: `presence::polls`), like
+    // a WebSocket session subscribed there.
+    let _present = match (query.since, channel.scope()) {
+        (Some(_), Some(scope)) if !wait.is_zero() => Some(presence::PollPresence::hold(
+            &state.presence,
+            scope,
+            claims.user(),
+        )),
+        _ => None,
+    };
     if let (Some(since), false) = (query.since, wait.is_zero()) {
         wait_for_newer(&state, &channel, since, wait).await?;
     }

@@ -332,9 +332,9 @@ async fn redis_outage_loses_nothing_and_heals_itself() {
 }
 
 /// nginx in front of the replicas, from the project's template.
-struct Nginx {
+pub struct Nginx {
     child: std::process::Child,
-    port: u16,
+    pub port: u16,
 }
 
 impl Drop for Nginx {
@@ -348,7 +348,7 @@ impl Drop for Nginx {
     }
 }
 
-fn start_nginx(upstreams: &[u16]) -> Nginx {
+pub fn start_nginx(upstreams: &[u16]) -> Nginx {
     let port = free_port();
     let dir = std::env::temp_dir().join(format!("pulsehub-nginx-{port}"));
     std::fs::create_dir_all(&dir).unwrap();

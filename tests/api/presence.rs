@@ -1,7 +1,8 @@
-//! Presence across tabs and users, activity and idleness.
+//! Presence across tabs and users, activity and idleness, and clients on
+//! the long-poll fallback.
 
 use crate::helpers::*;
-use serde_json::json;
+use serde_json::{json, Value};
 use std::time::Duration;
 
 #[actix_web::test]
@@ -161,4 +162,117 @@ async fn resubscribing_is_not_leaving() {
     // Same channel again (e.g. with a new `since`): no presence change at all.
     alice.subscribe("feed:demo", Some(0)).await;
     watcher.expect_silence(Duration::from_millis(600)).await;
+}
+
+/// The next presence frame about `user`, skipping others.
+async fn presence_of(c: &mut WsClient, user: &str) -> Value {
+    loop {
+        let f = c.recv().await;
+        if f["type"] == "presence" && f["user"]["id"] == user {
+            return f;
+        }
+    }
+}
+
+#[actix_web::test]
+async fn a_long_polling_user_is_present_while_polling_and_leaves_after_the_grace() {
+    // A grace long enough that the re-poll below always comes within it.
+    let app = spawn_with(|c| c.presence_grace_ms = 2000).await;
+    let mut watcher = app.connect("watcher", &["demo"]).await;
+    watcher.subscribe("presence:demo", None).await;
+    assert_eq!(watcher.recv().await["op"], "sync");
+
+    let carol = app.token("carol", &["demo"]);
+    let poll = |since: i64| {
+        let req = app
+            .http
+            .get(app.url(&format!(
+                "/api/channels/feed:demo/history?since={since}&wait=20"
+            )))
+            .bearer_auth(&carol);
+        actix_web::rt::spawn(async move {
+            let res = req.send().await.unwrap();
+            assert_eq!(res.status(), 200);
+            res.json::<Value>().await.unwrap()
+        })
+    };
+
+    // Polling: carol joins like a WebSocket session would.
+    let first = poll(0);
+    let join = presence_of(&mut watcher, "carol").await;
+    assert_eq!(
+        (
+            join["op"].as_str(),
+            join["count"].as_i64(),
+            join["user"]["sessions"].as_i64()
+        ),
+        (Some("join"), Some(2), Some(1)),
+        "{join}"
+    );
+    assert_eq!(join["user"]["name"], "Carol");
+    let (_, body) = app.get("/api/scopes/demo/presence", &carol).await;
+    assert!(
+        body["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["id"] == "carol"),
+        "{body}"
+    );
+
+    // An event answers the poll; the client polls again at once: no frame.
+    assert_eq!(app.post_events(&events("demo", "lp", 1)).await.0, 202);
+    assert_eq!(
+        offsets(&first.await.unwrap()["items"].as_array().unwrap().clone()),
+        [1]
+    );
+    let second = poll(1);
+    assert_eq!(app.post_events(&events("demo", "lp2", 1)).await.0, 202);
+    assert_eq!(
+        offsets(&second.await.unwrap()["items"].as_array().unwrap().clone()),
+        [2]
+    );
+
+    // No more polls: carol leaves after the grace, and nothing came between.
+    let leave = presence_of(&mut watcher, "carol").await;
+    assert_eq!(
+        (leave["op"].as_str(), leave["count"].as_i64()),
+        (Some("leave"), Some(1)),
+        "{leave}"
+    );
+    // A poll that does not wait, or on a channel of no scope, is no presence.
+    let (status, _) = app
+        .get("/api/channels/feed:demo/history?since=0", &carol)
+        .await;
+    assert_eq!(status, 200);
+    watcher.expect_silence(Duration::from_millis(500)).await;
+}
+
+#[actix_web::test]
+async fn a_long_polling_user_on_one_replica_is_present_on_the_other() {
+    let apps = spawn_cluster(2, |_| {}).await;
+    let (a, b) = (&apps[0], &apps[1]);
+    let mut watcher = a.connect("watcher", &["demo"]).await;
+    watcher.subscribe("presence:demo", None).await;
+    assert_eq!(watcher.recv().await["op"], "sync");
+
+    let carol = b.token("carol", &["demo"]);
+    let req = b
+        .http
+        .get(b.url("/api/channels/feed:demo/history?since=0&wait=20"))
+        .bearer_auth(&carol);
+    let poll = actix_web::rt::spawn(async move { req.send().await.unwrap().status() });
+    let join = presence_of(&mut watcher, "carol").await;
+    assert_eq!(
+        (join["op"].as_str(), join["count"].as_i64()),
+        (Some("join"), Some(2))
+    );
+
+    assert_eq!(a.post_events(&events("demo", "lp", 1)).await.0, 202);
+    assert_eq!(poll.await.unwrap(), 200);
+    let leave = presence_of(&mut watcher, "carol").await;
+    assert_eq!(
+        (leave["op"].as_str(), leave["count"].as_i64()),
+        (Some("leave"), Some(1))
+    );
 }

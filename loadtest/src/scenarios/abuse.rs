@@ -13,7 +13,8 @@
 //!   A closed one is opened again until the attack ends; those open then
 //!   keep trickling until the hub closes them too.
 //! - **over-limit**: one user opening many connections with the same token.
-//!   The hub admits `PULSEHUB_MAX_CONNECTIONS_PER_USER` per replica and
+//!   The hub admits `PULSEHUB_MAX_CONNECTIONS_PER_USER` (in the cluster
+//!   with Redis, else per replica) and
 //!   refuses the rest with 429 `limit_reached`. Refused clients try again
 //!   every second; admitted ones are held (answering pings).
 //! - **never-reading**: subscribers of the same feed with a tiny receive
