@@ -152,7 +152,10 @@ impl Client {
     }
 
     /// Subscribes and waits (up to `wait`) for `subscribed`; returns it.
-    /// Frames that arrive before it are handed to `early`.
+    /// Frames that arrive before it are handed to `early`. An `unavailable`
+    /// refusal (the hub could not reach its database in time) is retried
+    /// with backoff within `wait`, as PROTOCOL.md tells clients to; any
+    /// other refusal is an error.
     pub async fn subscribe(
         &mut self,
         channel: &str,
@@ -160,12 +163,40 @@ impl Client {
         wait: Duration,
         mut early: impl FnMut(&str),
     ) -> anyhow::Result<Value> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self
+                .subscribe_once(channel, since, deadline, wait, &mut early)
+                .await?
+            {
+                Ok(subscribed) => return Ok(subscribed),
+                Err(refusal) if refusal["code"] == "unavailable" => {
+                    if tokio::time::Instant::now() + backoff >= deadline {
+                        bail!("subscribe {channel} refused until the deadline: {refusal}");
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                Err(refusal) => bail!("subscribe {channel} refused: {refusal}"),
+            }
+        }
+    }
+
+    /// One `subscribe`: `Ok(subscribed)` or `Err(the error frame)`.
+    async fn subscribe_once(
+        &mut self,
+        channel: &str,
+        since: Option<i64>,
+        deadline: tokio::time::Instant,
+        wait: Duration,
+        early: &mut impl FnMut(&str),
+    ) -> anyhow::Result<Result<Value, Value>> {
         let mut cmd = serde_json::json!({"type": "subscribe", "channel": channel});
         if let Some(s) = since {
             cmd["since"] = s.into();
         }
         let r = self.command(cmd).await?;
-        let deadline = tokio::time::Instant::now() + wait;
         loop {
             let msg = tokio::time::timeout_at(deadline, self.ws.next())
                 .await
@@ -177,10 +208,7 @@ impl Client {
                     {
                         let v: Value = serde_json::from_str(&t)?;
                         if v["ref"] == r {
-                            if v["type"] == "error" {
-                                bail!("subscribe {channel} refused: {t}");
-                            }
-                            return Ok(v);
+                            return Ok(if v["type"] == "error" { Err(v) } else { Ok(v) });
                         }
                     }
                     early(&t);
