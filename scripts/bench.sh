@@ -7,6 +7,8 @@
 #   scripts/bench.sh fanout-1k idle-10k    # chosen presets
 #   scripts/bench.sh run -- fanout -c 500 -e 100 -d 10 --check   # any loadtest command
 #   BENCH_REPLICAS=2 scripts/bench.sh fanout-1k presence   # 2 replicas via Redis
+#   BENCH_REPLICAS=4 BENCH_BIN_DIR=/work/bin/cap scripts/bench.sh fanout-1k presence
+#                                          # 4 replicas, prebuilt binaries (no cargo)
 #
 # Presets: smoke connect-1k idle-100 idle-1k idle-10k fanout-100 fanout-1k
 #          (200 events/s to 1,000 subscribers) fanout-1k-100 (100 events/s)
@@ -30,12 +32,24 @@
 # Every run targets loopback only, is bounded in size and time, and stops by
 # itself. Results: a table on stdout and, per preset, JSON and text in
 # $BENCH_OUT (default target/bench/<date>-<time>), each next to `uptime`
-# (other work on the machine, a compiler!, changes every figure) and the
-# hubs' CPU time during the run.
+# (other work on the machine, a compiler!, changes every figure), the
+# hubs' CPU time during the run and, per replica, the most WebSocket
+# sessions and subscriptions it held (`pulsehub_sessions`,
+# `pulsehub_subscriptions` from its /metrics, sampled every second).
 #
 # Environment:
-#   BENCH_REPLICAS   1 (default) or 2: two hubs sharing PostgreSQL and Redis
-#   BENCH_PORT       first hub port (default 18080; the second hub gets +1)
+#   BENCH_REPLICAS   number of hubs N >= 1 (default 1); from 2 on they share
+#                    PostgreSQL and Redis (REDIS_HOST/REDIS_PORT, default
+#                    127.0.0.1:6379), are named bench-a, bench-b, … and listen
+#                    on BENCH_PORT+0 … BENCH_PORT+N-1; the load generator gets
+#                    all N URLs and spreads connections round robin
+#                    (connection i on replica i mod N; the publisher's
+#                    requests too). `reconnect` kills replica 0.
+#   BENCH_PORT       first hub port (default 18080)
+#   BENCH_BIN_DIR    a directory holding pulsehub, pulsehub-loadtest and
+#                    pulsehub-simulate (e.g. a copy of another checkout's
+#                    target/release): no `cargo build`, those binaries run
+#                    (BENCH_HUB_BIN still overrides the hub)
 #   BENCH_OUT        where results go
 #   BENCH_DB         database name (default pulsehub_bench)
 #   BENCH_REDIS_PREFIX  Redis key prefix of the bench cluster (default
@@ -57,7 +71,13 @@ replicas=${BENCH_REPLICAS:-1}
 port=${BENCH_PORT:-18080}
 out=${BENCH_OUT:-target/bench/$(date +%Y%m%d-%H%M%S)}
 db=${BENCH_DB:-pulsehub_bench}
-[[ $replicas == 1 || $replicas == 2 ]] || { echo "bench.sh: BENCH_REPLICAS must be 1 or 2" >&2; exit 2; }
+[[ $replicas =~ ^[1-9][0-9]*$ ]] || { echo "bench.sh: BENCH_REPLICAS must be a whole number >= 1, not '$replicas'" >&2; exit 2; }
+bin_dir=${BENCH_BIN_DIR:-}
+if [[ -n $bin_dir ]]; then
+    for b in pulsehub pulsehub-loadtest pulsehub-simulate; do
+        [[ -x $bin_dir/$b ]] || { echo "bench.sh: BENCH_BIN_DIR=$bin_dir has no executable $b" >&2; exit 2; }
+    done
+fi
 
 presets=("$@")
 raw=()
@@ -77,8 +97,10 @@ for p in "${presets[@]}"; do
 done
 topic=${BENCH_TOPIC:-pulsehub.bench}
 
-services=(build postgres)
-if [[ $replicas == 2 ]]; then services+=(redis); fi
+services=(postgres)
+# Prebuilt binaries need no toolchain.
+if [[ -z $bin_dir ]]; then services=(build postgres); fi
+if ((replicas > 1)); then services+=(redis); fi
 if [[ -n $kafka ]]; then services+=(kafka); fi
 scripts/services.sh "${services[@]}"
 pg_host=${PGHOST:-127.0.0.1}
@@ -86,9 +108,15 @@ pg_port=${PGPORT:-5432}
 export DATABASE_URL="postgres://postgres@$pg_host:$pg_port/$db"
 export RUST_LOG=${RUST_LOG:-warn}
 
-cargo build --release -p pulsehub -p pulsehub-loadtest -p pulsehub-simulate
-hub_bin=${BENCH_HUB_BIN:-target/release/pulsehub}
-lt_bin=target/release/pulsehub-loadtest
+if [[ -n $bin_dir ]]; then
+    rel=$bin_dir
+else
+    cargo build --release -p pulsehub -p pulsehub-loadtest -p pulsehub-simulate
+    rel=target/release
+fi
+hub_bin=${BENCH_HUB_BIN:-$rel/pulsehub}
+lt_bin=$rel/pulsehub-loadtest
+sim_bin=$rel/pulsehub-simulate
 hub_pin=${BENCH_HUB_CPUS:+taskset -c $BENCH_HUB_CPUS}
 lt_pin=()
 if [[ -n ${BENCH_LT_CPUS:-} ]]; then lt_pin=(taskset -c "$BENCH_LT_CPUS"); fi
@@ -96,7 +124,7 @@ mkdir -p "$out"
 if [[ -n $kafka ]]; then
     # The topic must exist before the hubs are ready: the simulator creates
     # it (3 partitions) with its first event.
-    target/release/pulsehub-simulate --kafka "$kafka" --topic "$topic" --count 1 >/dev/null
+    "$sim_bin" --kafka "$kafka" --topic "$topic" --count 1 >/dev/null
 fi
 
 urls=()
@@ -107,12 +135,18 @@ for ((r = 0; r < replicas; r++)); do
 done
 url_list=$(IFS=,; echo "${urls[*]}")
 
+# Replica $1's instance id: bench-a … bench-z, then bench-26, bench-27, …
+replica_name() {
+    local letters=abcdefghijklmnopqrstuvwxyz
+    if (($1 < 26)); then printf 'bench-%s' "${letters:$1:1}"; else printf 'bench-%d' "$1"; fi
+}
+
 # The command that starts replica $1 (also handed to `reconnect` as the
 # restart command, so it must stand alone).
 hub_cmd() {
-    local r=$1 names=(bench-a bench-b)
-    local cmd="exec env DATABASE_URL='$DATABASE_URL' RUST_LOG='$RUST_LOG' PULSEHUB_INSTANCE_ID=${names[r]}"
-    if [[ $replicas == 2 ]]; then
+    local r=$1
+    local cmd="exec env DATABASE_URL='$DATABASE_URL' RUST_LOG='$RUST_LOG' PULSEHUB_INSTANCE_ID=$(replica_name "$r")"
+    if ((replicas > 1)); then
         cmd+=" REDIS_URL=redis://${REDIS_HOST:-127.0.0.1}:${REDIS_PORT:-6379}"
         cmd+=" PULSEHUB_REDIS_PREFIX=${BENCH_REDIS_PREFIX:-pulsehub-bench}"
     fi
@@ -128,6 +162,7 @@ hub_cmd() {
 
 hub_pids=()
 perf_pid=''
+sampler_pid=''
 # shellcheck disable=SC2317 # invoked from the traps below
 stop_hubs() {
     local pid
@@ -143,6 +178,7 @@ stop_hubs() {
 cleanup() {
     trap - INT TERM EXIT
     if [[ -n $perf_pid ]]; then kill -INT "$perf_pid" 2>/dev/null || true; wait "$perf_pid" 2>/dev/null || true; fi
+    if [[ -n $sampler_pid ]]; then kill "$sampler_pid" 2>/dev/null || true; wait "$sampler_pid" 2>/dev/null || true; fi
     stop_hubs
 }
 trap 'cleanup; exit 130' INT
@@ -187,6 +223,31 @@ hub_ticks() {
     echo "$t"
 }
 
+# Appends every replica's open sessions and subscriptions (its /metrics
+# gauges) to file $1 once a second, as lines `replica sessions
+# subscriptions`, until killed.
+sample_sessions() {
+    local file=$1 r
+    while :; do
+        for ((r = 0; r < replicas; r++)); do
+            curl -s -m 1 "${urls[r]}/metrics" 2>/dev/null \
+                | awk -v r="$r" '$1 == "pulsehub_sessions" { s = $2 } $1 == "pulsehub_subscriptions" { u = $2 }
+                                 END { if (s != "") print r, s, u }' >>"$file" || true
+        done
+        sleep 1
+    done
+}
+
+# The peak of each replica's samples in file $1, as one line.
+peak_sessions() {
+    local r line=''
+    for ((r = 0; r < replicas; r++)); do
+        line+=" $(replica_name "$r") $(awk -v r="$r" '$1 == r { if ($2 > s) s = $2; if ($3 > u) u = $3 }
+                                     END { printf "%d sessions / %d subscriptions;", s, u }' "$1")"
+    done
+    printf '%s\n' "${line%;}"
+}
+
 # Runs one loadtest command, saving JSON and the table.
 lt() {
     local name=$1
@@ -200,9 +261,16 @@ lt() {
         perf record -F 999 -g -o "$out/$name.perf.data" -p "$(pid_list)" >/dev/null 2>&1 &
         perf_pid=$!
     fi
-    local status=0 t0
+    local status=0 t0 samples="$out/$name.sessions"
+    : >"$samples"
+    sample_sessions "$samples" &
+    sampler_pid=$!
     t0=$(hub_ticks)
     "${lt_pin[@]}" "$lt_bin" --url "$url_list" --json "$out/$name.json" --no-progress "$@" | tee -a "$log" || status=${PIPESTATUS[0]}
+    kill "$sampler_pid" 2>/dev/null || true
+    wait "$sampler_pid" 2>/dev/null || true
+    sampler_pid=''
+    echo "# peak per replica:$(peak_sessions "$samples")" | tee -a "$log"
     if [[ -n $perf_pid ]]; then
         kill -INT "$perf_pid" 2>/dev/null || true
         wait "$perf_pid" 2>/dev/null || true
