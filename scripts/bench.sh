@@ -7,7 +7,7 @@
 #   scripts/bench.sh fanout-1k idle-10k    # chosen presets
 #   scripts/bench.sh run -- fanout -c 500 -e 100 -d 10 --check   # any loadtest command
 #   BENCH_REPLICAS=2 scripts/bench.sh fanout-1k presence   # 2 replicas via Redis
-#   BENCH_REPLICAS=4 BENCH_BIN_DIR=/work/bin/cap scripts/bench.sh fanout-1k presence
+#   BENCH_REPLICAS=4 BENCH_BIN_DIR=/tmp/rel scripts/bench.sh fanout-1k presence
 #                                          # 4 replicas, prebuilt binaries (no cargo)
 #
 # Presets: smoke connect-1k idle-100 idle-1k idle-10k fanout-100 fanout-1k
