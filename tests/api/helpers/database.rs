@@ -23,11 +23,7 @@ static NEXT_DB: AtomicUsize = AtomicUsize::new(0);
 pub async fn fresh_database() -> String {
     let server = server_url();
     let template = template_name();
-    let mut admin = AsyncPgConnection::establish(&format!("{server}/postgres"))
-        .await
-        .unwrap_or_else(|e| {
-            panic!("PostgreSQL is not reachable at {server} ({e}); run scripts/test.sh, which starts it")
-        });
+    let mut admin = admin(&server).await;
     // One process at a time builds the template (nextest runs tests as processes).
     admin
         .batch_execute("SELECT pg_advisory_lock(4242)")
@@ -62,17 +58,22 @@ pub async fn fresh_database() -> String {
 /// Creates an empty database (no migrations run) and returns its URL.
 pub async fn fresh_unmigrated_database() -> String {
     let server = server_url();
-    let mut admin = AsyncPgConnection::establish(&format!("{server}/postgres"))
-        .await
-        .unwrap_or_else(|e| {
-            panic!("PostgreSQL is not reachable at {server} ({e}); run scripts/test.sh, which starts it")
-        });
+    let mut admin = admin(&server).await;
     let name = next_name();
     admin
         .batch_execute(&format!("CREATE DATABASE {name}"))
         .await
         .expect("creating a database");
     format!("{server}/{name}")
+}
+
+/// A connection to the server's `postgres` database, or a loud failure.
+async fn admin(server: &str) -> AsyncPgConnection {
+    AsyncPgConnection::establish(&format!("{server}/postgres"))
+        .await
+        .unwrap_or_else(|e| {
+            panic!("PostgreSQL is not reachable at {server} ({e}); run scripts/test.sh, which starts it")
+        })
 }
 
 /// A database name of this process (dropped once it has exited).
