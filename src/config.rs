@@ -126,7 +126,8 @@ pub struct Config {
     pub active_window_secs: u64,
 
     /// Feed and notification history and idempotency keys are kept this many
-    /// hours, then dropped by whole UTC day (so up to a day longer).
+    /// hours, then dropped by whole UTC day (so up to a day longer; keys by
+    /// whole week).
     #[arg(long, env = "PULSEHUB_RETENTION_HOURS", default_value_t = 168)]
     pub retention_hours: u64,
 

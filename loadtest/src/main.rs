@@ -185,6 +185,10 @@ enum Scenario {
         duration: f64,
         #[arg(long, default_value_t = 1)]
         scopes: usize,
+        /// Give every event an idempotency key (the hub then claims keys in
+        /// each commit, as it does for every bus message).
+        #[arg(long)]
+        keys: bool,
     },
     /// Hostile clients (slowloris, over the per-user limit, never reading,
     /// floods) while W subscribers read a feed; loss, hub memory.
@@ -470,6 +474,7 @@ async fn run(cli: Cli) -> anyhow::Result<Report> {
             events,
             duration,
             scopes,
+            keys,
         } => {
             let opts = ingest::IngestOpts {
                 parallel,
@@ -477,6 +482,7 @@ async fn run(cli: Cli) -> anyhow::Result<Report> {
                 events,
                 duration: secs(duration),
                 scopes,
+                keys,
                 progress,
             };
             Report::Ingest(ingest::run(target, &opts).await?)

@@ -1,4 +1,4 @@
--- Back to plain tables (rows kept; a key claimed on several days keeps its
+-- Back to plain tables (rows kept; a key claimed in several weeks keeps its
 -- earliest claim).
 CREATE TABLE events_plain (
     id          BIGSERIAL PRIMARY KEY,
@@ -38,7 +38,7 @@ CREATE TABLE idempotency_keys_plain (
 );
 INSERT INTO idempotency_keys_plain (scope, key, event_id, created_at)
 SELECT DISTINCT ON (scope, key) scope, key, event_id, created_at
-FROM idempotency_keys ORDER BY scope, key, day;
+FROM idempotency_keys ORDER BY scope, key, week;
 
 DROP TABLE events;
 DROP TABLE notifications;

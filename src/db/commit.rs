@@ -177,12 +177,13 @@ macro_rules! fixed_statement {
 
 /// New keys; returns the event ids whose key was not taken before.
 ///
-/// Keys are partitioned by day and unique per (scope, key, day): today's
-/// concurrent claims meet on that constraint (the second waits for the
-/// first, then does nothing), earlier days' claims are found by the
-/// `NOT EXISTS` (one index probe per retained day). Two claims of one key in
-/// flight at the same instant on either side of midnight UTC could both win;
-/// that is the price of dropping keys by partition.
+/// Keys are partitioned by week and unique per (scope, key, week): this
+/// week's concurrent claims meet on that constraint (the second waits for
+/// the first, then does nothing), earlier weeks' claims are found by the
+/// `NOT EXISTS` (one index probe per earlier retained week: one or two at
+/// the default retention). Two claims of one key in flight at the same
+/// instant on either side of a week's start (Monday 00:00 UTC) could both
+/// win; that is the price of dropping keys by partition.
 struct ClaimKeys<'a> {
     scopes: Vec<&'a str>,
     keys: Vec<&'a str>,
@@ -193,7 +194,7 @@ fixed_statement!(ClaimKeys<'a>,
      SELECT u.scope, u.key, u.id FROM UNNEST($?::text[], $?::text[], $?::uuid[]) AS u(scope, key, id) \
      WHERE NOT EXISTS (SELECT 1 FROM idempotency_keys k \
                        WHERE k.scope = u.scope AND k.key = u.key \
-                         AND k.day < (now() AT TIME ZONE 'UTC')::date) \
+                         AND k.week < date_trunc('week', now() AT TIME ZONE 'UTC')::date) \
      ON CONFLICT DO NOTHING RETURNING event_id",
     [scopes: Text, keys: Text, ids: diesel::sql_types::Uuid]);
 impl Query for ClaimKeys<'_> {

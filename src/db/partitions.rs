@@ -1,15 +1,17 @@
 //! The history tables' day partitions: created ahead, dropped past the
 //! retention window.
 //!
-//! `events`, `notifications` and `idempotency_keys` are partitioned by UTC
-//! day (`<table>_pYYYYMMDD`, migration `partition_history`). The hub keeps
+//! `events` and `notifications` are partitioned by UTC day,
+//! `idempotency_keys` by UTC week (Monday to Sunday: a key's claim probes
+//! every earlier partition, so fewer is cheaper), each named
+//! `<table>_pYYYYMMDD` after its first day (migration `partition_history`). The hub keeps
 //! [`DAYS_AHEAD`] days of partitions ready (no cron: every replica calls
 //! [`ensure`] at start and on each maintenance tick; an advisory lock in
 //! `pulsehub_create_partitions` makes concurrent calls harmless).
 //!
-//! Retention ([`drop_expired`]) drops a day once all of it is older than the
-//! cutoff, so history is kept for the retention window rounded up to whole
-//! days. Each partition is first detached with `DETACH PARTITION ...
+//! Retention ([`drop_expired`]) drops a partition once all of it is older
+//! than the cutoff, so history is kept for the retention window rounded up
+//! to whole days, and keys up to a week longer. Each partition is first detached with `DETACH PARTITION ...
 //! CONCURRENTLY` (a SHARE UPDATE EXCLUSIVE lock: reads and writes of the
 //! table go on) and then dropped, which then locks nothing anyone uses; a
 //! detach interrupted half-way is finished with `FINALIZE` on the next tick,
@@ -59,10 +61,19 @@ pub struct Partition {
 }
 
 impl Partition {
-    /// The UTC day the partition holds.
+    /// The first UTC day the partition holds.
     pub fn day(&self) -> Option<NaiveDate> {
         let digits = self.name.rsplit("_p").next()?;
         NaiveDate::parse_from_str(digits, "%Y%m%d").ok()
+    }
+
+    /// The days it holds: a week of keys, a day of anything else.
+    pub fn days(&self) -> u64 {
+        if self.parent == "idempotency_keys" {
+            7
+        } else {
+            1
+        }
     }
 }
 
@@ -80,9 +91,13 @@ pub async fn expired(
     Ok(list(conn)
         .await?
         .into_iter()
-        // Day d holds [d, d + 1): all of it is older than the cutoff when
-        // d + 1 <= cutoff, i.e. d is before the cutoff's day.
-        .filter(|p| p.day().is_some_and(|d| d < cutoff_day))
+        // Starting on day d it holds [d, d + n): all of it is older than the
+        // cutoff when d + n <= cutoff, i.e. d + n is at most the cutoff's day.
+        .filter(|p| {
+            p.day()
+                .and_then(|d| d.checked_add_days(chrono::Days::new(p.days())))
+                .is_some_and(|end| end <= cutoff_day)
+        })
         .collect())
 }
 

@@ -38,7 +38,7 @@ diesel::table! {
         key -> Text,
         event_id -> Uuid,
         created_at -> Timestamptz,
-        day -> Date,
+        week -> Date,
     }
 }
 

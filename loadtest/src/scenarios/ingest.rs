@@ -21,6 +21,9 @@ pub struct IngestOpts {
     /// Stop early after this long.
     pub duration: Duration,
     pub scopes: usize,
+    /// Give every event an idempotency key (`lt-{run}-{seq}`), so each
+    /// commit also claims keys, as the bus sources' events always do.
+    pub keys: bool,
     pub progress: bool,
 }
 
@@ -32,6 +35,7 @@ impl Default for IngestOpts {
             events: 200_000,
             duration: Duration::from_secs(30),
             scopes: 1,
+            keys: false,
             progress: false,
         }
     }
@@ -61,6 +65,7 @@ pub async fn run(target: Arc<Target>, opts: &IngestOpts) -> anyhow::Result<Inges
             .map(|k| format!("lt-{id}-{k}"))
             .collect(),
     );
+    let key_prefix: Option<Arc<str>> = opts.keys.then(|| format!("lt-{id}").into());
     let batch = opts.batch.clamp(1, MAX_BATCH) as u64;
     let bar = measure::progress(opts.progress, opts.events, "ingesting");
     let next = Arc::new(AtomicU64::new(0));
@@ -72,6 +77,7 @@ pub async fn run(target: Arc<Target>, opts: &IngestOpts) -> anyhow::Result<Inges
     let deadline = started + opts.duration;
     let mut tasks = tokio::task::JoinSet::new();
     for worker in 0..opts.parallel.max(1) {
+        let key_prefix = key_prefix.clone();
         let (target, scopes, next, accepted, failed, latency, first_error, bar) = (
             target.clone(),
             scopes.clone(),
@@ -91,7 +97,7 @@ pub async fn run(target: Arc<Target>, opts: &IngestOpts) -> anyhow::Result<Inges
                     break;
                 }
                 let last = (first + batch).min(total);
-                let body = events(&scopes, first..last, None);
+                let body = events(&scopes, first..last, key_prefix.as_deref());
                 let t = Instant::now();
                 match post(&target, request, &body).await {
                     Ok(p) => {
