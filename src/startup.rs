@@ -142,14 +142,21 @@ impl Application {
         // The per-user count lives in Redis when there is one: its own
         // connection (request/response with a short timeout on the
         // handshake's path, unlike the broker's queued writes).
-        let cluster_counts = match &config.redis_url {
-            Some(url) if config.max_connections_per_user > 0 => Some(ClusterCounts::start(
+        let cluster_counts = match &target {
+            _ if config.max_connections_per_user == 0 => None,
+            Some(Target::Single(url)) => Some(ClusterCounts::start(
                 url,
                 &config.redis_prefix,
                 &instance,
                 config.connection_ttl(),
             )?),
-            _ => None,
+            Some(Target::Cluster(seeds)) => Some(ClusterCounts::start_on_cluster(
+                seeds,
+                &config.redis_prefix,
+                &instance,
+                config.connection_ttl(),
+            )?),
+            None => None,
         };
         let connections = Connections::new(
             Limits {

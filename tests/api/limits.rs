@@ -1,6 +1,6 @@
 //! Connection-level limits and abuse: too many connections from one user
 //! (on one replica, and across replicas through Redis, including a replica
-//! that dies), from one address (with and without a trusted proxy), or on
+//! that dies, and on a Redis Cluster), from one address (with and without a trusted proxy), or on
 //! one replica in all; the socket send buffer cap; and clients that
 //! trickle a request (slowloris) to hold connections open.
 
@@ -701,4 +701,182 @@ async fn a_replica_stopping_gracefully_frees_its_users_slots_at_once() {
             .expect("second slot on B"),
     ];
     assert_eq!(try_connect_at(b.port, &token).await.err(), Some(429));
+}
+
+/// Members of the connection set at `key`, asked of the master serving it.
+async fn counted_on_cluster(cluster: &RedisCluster, key: &str) -> usize {
+    let port = cluster.master_of(key);
+    let mut conn = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    redis::cmd("ZCARD")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
+/// Waits (up to [`PATIENCE`]) until the set at `key` has `n` members.
+async fn counted_on_cluster_eventually(cluster: &RedisCluster, key: &str, n: usize) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let held = counted_on_cluster(cluster, key).await;
+        if held == n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{key}: {held} members, not {n}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The port of the master serving `slot`, as the node on `port` sees it.
+async fn slot_owner_seen_by(port: u16, slot: u16) -> u16 {
+    let mut conn = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let reply: redis::Value = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    pulsehub::broker::redis::slots::SlotMap::from_cluster_slots(&reply, "127.0.0.1")
+        .unwrap()
+        .master(slot)
+        .expect("every slot is served")
+        .port
+}
+
+#[actix_web::test]
+async fn the_per_user_limit_holds_across_replicas_on_a_redis_cluster() {
+    let cluster = RedisCluster::start();
+    let seeds = cluster.seeds();
+    let apps = spawn_cluster(2, move |c| {
+        c.redis_url = None;
+        c.redis_cluster_nodes = seeds.clone();
+        c.max_connections_per_user = 3;
+        // Short, so that the test outlives it: members still counted after
+        // it were refreshed at their masters.
+        c.connection_ttl_secs = 3;
+    })
+    .await;
+    let (a, b) = (&apps[0], &apps[1]);
+    let prefix = a.state.config.redis_prefix.clone();
+    let key = |user: &str| format!("{prefix}:conns:{user}");
+
+    // One user per master: their sets live on three different masters.
+    let mut users: Vec<(String, u16)> = Vec::new();
+    for i in 0.. {
+        let user = format!("user{i}");
+        let port = cluster.master_of(&key(&user));
+        if !users.iter().any(|(_, p)| *p == port) {
+            users.push((user, port));
+        }
+        if users.len() == 3 {
+            break;
+        }
+    }
+
+    // Each user: three connections spread over both replicas, counted at
+    // the master of the user's key.
+    let mut held = Vec::new();
+    for (user, _) in &users {
+        let token = a.token(user, &["demo"]);
+        let on_a = vec![
+            a.try_connect(&token, &[]).await.unwrap(),
+            a.try_connect(&token, &[]).await.unwrap(),
+        ];
+        let on_b = b.try_connect(&token, &[]).await.unwrap();
+        assert_eq!(counted_on_cluster(&cluster, &key(user)).await, 3, "{user}");
+        held.push((token, on_a, on_b));
+    }
+    // The next one is refused on either replica, for every user, before the
+    // upgrade and by the cluster-wide count (not the replica's fallback).
+    for (i, ((user, _), (token, _, _))) in users.iter().zip(&held).enumerate() {
+        for app in [a, b] {
+            let (status, _, body) = refusal(app.port, token, &[]).await;
+            assert_eq!(status, 429, "{user}: {body}");
+            assert_eq!(body["error"]["code"], "limit_reached", "{body}");
+            assert!(
+                body["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("in the cluster"),
+                "{body}"
+            );
+            assert_eq!(
+                app.metric(r#"pulsehub_connections_refused_by_limit_total{limit="user"}"#)
+                    .await,
+                (i + 1) as f64
+            );
+        }
+    }
+
+    // Past the TTL the members are still there: the refresh reached every
+    // master (a member not refreshed would have expired).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for ((user, _), (token, _, _)) in users.iter().zip(&held) {
+        assert_eq!(counted_on_cluster(&cluster, &key(user)).await, 3, "{user}");
+        let (status, _, body) = refusal(b.port, token, &[]).await;
+        assert_eq!(status, 429, "{user}: {body}");
+    }
+
+    // Resharding moves a fresh user's (empty) slot to another master: the
+    // replicas' maps are stale, the old owner answers MOVED, and they read
+    // the map again and count at the new owner.
+    let mover = "mover";
+    let slot = pulsehub::broker::redis::slots::key_slot(key(mover).as_bytes());
+    let from = cluster.master_of(&key(mover));
+    let to = users.iter().map(|(_, p)| *p).find(|p| *p != from).unwrap();
+    cluster.move_slot(slot, from, to);
+    let deadline = Instant::now() + PATIENCE;
+    for (_, port) in &users {
+        while slot_owner_seen_by(*port, slot).await != to {
+            assert!(Instant::now() < deadline, "{port} never learnt the move");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let token = a.token(mover, &["demo"]);
+    let moved = vec![
+        a.try_connect(&token, &[]).await.unwrap(),
+        b.try_connect(&token, &[]).await.unwrap(),
+        b.try_connect(&token, &[]).await.unwrap(),
+    ];
+    assert_eq!(cluster.master_of(&key(mover)), to);
+    assert_eq!(counted_on_cluster(&cluster, &key(mover)).await, 3);
+    for app in [a, b] {
+        let (status, _, body) = refusal(app.port, &token, &[]).await;
+        assert_eq!(status, 429, "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("in the cluster"),
+            "{body}"
+        );
+    }
+    drop(moved);
+    counted_on_cluster_eventually(&cluster, &key(mover), 0).await;
+
+    // Closing one on B frees a slot on A, and one on A a slot on B.
+    let mut again = Vec::new();
+    for ((user, _), (token, on_a, on_b)) in users.iter().zip(held) {
+        drop(on_b);
+        again.push(admitted_eventually(a.port, &token, Duration::ZERO).await);
+        assert_eq!(a.state.connections.held(user), 3, "{user}");
+        let mut on_a = on_a;
+        drop(on_a.pop());
+        again.push(admitted_eventually(b.port, &token, Duration::ZERO).await);
+        assert_eq!(counted_on_cluster(&cluster, &key(user)).await, 3, "{user}");
+        again.extend(on_a);
+    }
+
+    // Every release reaches its key's master.
+    drop(again);
+    for (user, _) in &users {
+        counted_on_cluster_eventually(&cluster, &key(user), 0).await;
+    }
 }
