@@ -183,6 +183,18 @@ pub async fn hub_counters(
     names: &[&str],
 ) -> Option<BTreeMap<String, f64>> {
     let mut out: BTreeMap<String, f64> = names.iter().map(|n| (n.to_string(), 0.0)).collect();
+    for text in hub_metrics(target).await? {
+        for (name, value) in parse_counters(&text, names) {
+            *out.entry(name).or_default() += value;
+        }
+    }
+    Some(out)
+}
+
+/// Every hub's `GET /metrics` text; `None` when a hub does not serve its
+/// metrics (`PULSEHUB_METRICS=false`) or cannot be reached.
+pub async fn hub_metrics(target: &crate::target::Target) -> Option<Vec<String>> {
+    let mut out = Vec::with_capacity(target.hubs.len());
     for hub in &target.hubs {
         let res = target
             .http
@@ -193,10 +205,7 @@ pub async fn hub_counters(
         if !res.status().is_success() {
             return None;
         }
-        let text = res.text().await.ok()?;
-        for (name, value) in parse_counters(&text, names) {
-            *out.entry(name).or_default() += value;
-        }
+        out.push(res.text().await.ok()?);
     }
     Some(out)
 }

@@ -41,17 +41,8 @@ pub struct Stage {
 /// metrics or an older hub has no stages.
 pub async fn snapshot(target: &Target) -> Option<Snapshot> {
     let mut total = Snapshot::default();
-    for hub in &target.hubs {
-        let res = target
-            .http
-            .get(format!("{}/metrics", hub.base))
-            .send()
-            .await
-            .ok()?;
-        if !res.status().is_success() {
-            return None;
-        }
-        total.add(&parse(&res.text().await.ok()?));
+    for text in crate::measure::hub_metrics(target).await? {
+        total.add(&parse(&text));
     }
     (!total.0.is_empty()).then_some(total)
 }

@@ -310,9 +310,9 @@ impl Actor for Committer {
     type Context = Context<Self>;
 
     /// Partitions ahead and retention: the one writer of the history tables
-    /// also keeps them, at start and every [`MAINTAIN_EVERY`].
+    /// also keeps them, every [`MAINTAIN_EVERY`] (at start, `db::prepare`
+    /// has just made the partitions ahead).
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.maintain(ctx);
         ctx.run_interval(MAINTAIN_EVERY, |act, ctx| act.maintain(ctx));
     }
 }

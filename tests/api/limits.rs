@@ -195,6 +195,16 @@ async fn refusal(port: u16, token: &str, headers: &[(&str, &str)]) -> (u16, Opti
     (status, retry, res.json().await.unwrap_or(Value::Null))
 }
 
+/// A refusal's status, error code and a phrase of its message.
+fn assert_refused(status: u16, body: &Value, want: u16, code: &str, says: &str) {
+    assert_eq!(status, want, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains(says),
+        "{body}"
+    );
+}
+
 /// Connects with `token` on `port` until it is admitted (each refusal must
 /// be a 429), within [`PATIENCE`] + `extra`.
 async fn admitted_eventually(port: u16, token: &str, extra: Duration) -> WsClient {
@@ -258,15 +268,7 @@ async fn the_per_user_limit_holds_across_replicas_through_redis() {
     // The next one is refused on either replica, before the upgrade.
     for app in [a, b] {
         let (status, _, body) = refusal(app.port, &token, &[]).await;
-        assert_eq!(status, 429, "{body}");
-        assert_eq!(body["error"]["code"], "limit_reached", "{body}");
-        assert!(
-            body["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("in the cluster"),
-            "{body}"
-        );
+        assert_refused(status, &body, 429, "limit_reached", "in the cluster");
         assert_eq!(
             app.metric(r#"pulsehub_connections_refused_by_limit_total{limit="user"}"#)
                 .await,
@@ -362,16 +364,8 @@ async fn a_full_replica_answers_503_with_retry_after_before_the_upgrade() {
     let _bob = app.connect("bob", &["demo"]).await;
     let token = app.token("carol", &["demo"]);
     let (status, retry, body) = refusal(app.port, &token, &[]).await;
-    assert_eq!(status, 503, "{body}");
+    assert_refused(status, &body, 503, "unavailable", "try another");
     assert_eq!(retry.as_deref(), Some("1"));
-    assert_eq!(body["error"]["code"], "unavailable", "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("try another"),
-        "{body}"
-    );
     assert_eq!(
         app.metric(r#"pulsehub_connections_refused_by_limit_total{limit="replica"}"#)
             .await,
@@ -412,15 +406,7 @@ async fn the_per_address_limit_believes_only_trusted_proxies() {
         .await
         .unwrap();
     let (status, _, body) = refusal(app.port, &app.token("carol", &["demo"]), &forged).await;
-    assert_eq!(status, 429, "{body}");
-    assert_eq!(body["error"]["code"], "limit_reached", "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("address"),
-        "{body}"
-    );
+    assert_refused(status, &body, 429, "limit_reached", "address");
     assert_eq!(
         app.metric(r#"pulsehub_connections_refused_by_limit_total{limit="address"}"#)
             .await,
@@ -799,14 +785,7 @@ async fn the_per_user_limit_holds_across_replicas_on_a_redis_cluster() {
         for app in [a, b] {
             let (status, _, body) = refusal(app.port, token, &[]).await;
             assert_eq!(status, 429, "{user}: {body}");
-            assert_eq!(body["error"]["code"], "limit_reached", "{body}");
-            assert!(
-                body["error"]["message"]
-                    .as_str()
-                    .unwrap()
-                    .contains("in the cluster"),
-                "{body}"
-            );
+            assert_refused(status, &body, 429, "limit_reached", "in the cluster");
             assert_eq!(
                 app.metric(r#"pulsehub_connections_refused_by_limit_total{limit="user"}"#)
                     .await,

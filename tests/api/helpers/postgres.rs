@@ -208,13 +208,7 @@ fn run(cmd: &mut Command) {
     let out = as_postgres(cmd)
         .output()
         .expect("running a PostgreSQL program");
-    assert!(
-        out.status.success(),
-        "{:?} failed: {}{}",
-        cmd,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&cmd, &out);
 }
 
 /// [`run`] without blocking the runtime: the hub under test runs its actors
@@ -222,6 +216,11 @@ fn run(cmd: &mut Command) {
 async fn run_async(cmd: &mut Command) {
     let mut cmd = tokio::process::Command::from(as_postgres(cmd));
     let out = cmd.output().await.expect("running a PostgreSQL program");
+    succeeded(&cmd, &out);
+}
+
+/// Fails loudly, with what the program printed, unless it succeeded.
+fn succeeded(cmd: &dyn std::fmt::Debug, out: &std::process::Output) {
     assert!(
         out.status.success(),
         "{:?} failed: {}{}",
