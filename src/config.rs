@@ -170,6 +170,15 @@ pub struct Config {
     #[arg(long, env = "PULSEHUB_COALESCE_MS", default_value_t = 0)]
     pub coalesce_ms: u64,
 
+    /// Milliseconds a replica holds a feed's or user channel's frames that
+    /// arrive past a hole in its offsets (typically its own commit before
+    /// another replica's earlier one, relayed through Redis), so that they
+    /// go out in order instead of every subscriber reading the hole from
+    /// PostgreSQL. A hole still open at the window's end is left to the
+    /// sessions, as with 0 (never held).
+    #[arg(long, env = "PULSEHUB_REORDER_MS", default_value_t = 50)]
+    pub reorder_ms: u64,
+
     /// Events waiting to be committed before ingest answers 503.
     #[arg(long, env = "PULSEHUB_INGEST_QUEUE", default_value_t = 100_000)]
     pub ingest_queue: usize,

@@ -28,6 +28,13 @@ pub struct Metrics {
     pub frames_out: Counter,
     pub frames_dropped: Counter,
     pub slow_consumers: Counter,
+    /// Publishes held by the hub behind a hole in a channel's offsets.
+    pub reorder_held: Counter,
+    /// Reorder windows that ended with the hole still open.
+    pub reorder_expired: Counter,
+    /// Pages of a channel read from PostgreSQL because a session saw a
+    /// hole in its live frames.
+    pub gap_reads: Counter,
     pub broker_published: Counter,
     pub broker_received: Counter,
     pub broker_errors: Counter,
@@ -191,6 +198,21 @@ impl Metrics {
                 &mut r,
                 "slow_consumers",
                 "Connections closed as slow consumers",
+            ),
+            reorder_held: counter(
+                &mut r,
+                "reorder_held",
+                "Publishes held behind a hole in a channel's offsets until it filled",
+            ),
+            reorder_expired: counter(
+                &mut r,
+                "reorder_expired",
+                "Reorder windows that ended with a hole still open (sessions read it)",
+            ),
+            gap_reads: counter(
+                &mut r,
+                "gap_reads",
+                "Pages read from PostgreSQL because a session saw a hole in live frames",
             ),
             broker_published: counter(
                 &mut r,

@@ -127,6 +127,7 @@ impl Application {
             aggregator.clone().recipient(),
             metrics.clone(),
             Duration::from_millis(config.coalesce_ms),
+            Duration::from_millis(config.reorder_ms),
         ));
         let presence = presence_ctx.run(PresenceHub::new(
             broker.clone(),

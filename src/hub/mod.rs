@@ -20,6 +20,7 @@
 
 pub mod coalesce;
 pub mod outbox;
+pub mod reorder;
 
 use crate::broker::Broker;
 use crate::frame::{Frames, Publish, Resync};
@@ -29,6 +30,7 @@ use actix::prelude::*;
 use coalesce::{Coalescer, Offer};
 use foldhash::fast::RandomState;
 use outbox::{Outbox, Socket};
+use reorder::Reorder;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -139,17 +141,20 @@ pub struct Hub {
     watcher: Recipient<Watch>,
     metrics: Arc<Metrics>,
     coalescer: Coalescer,
+    reorder: Reorder,
     /// Set by `Shutdown`: sessions that connect afterwards are closed at once.
     closing: bool,
 }
 
 impl Hub {
-    /// `coalesce`: the window of [`coalesce`] (zero: deliver every publish at once).
+    /// `coalesce`: the window of [`coalesce`] (zero: deliver every publish
+    /// at once); `reorder`: how long [`reorder`] holds frames past a hole.
     pub fn new(
         broker: Arc<dyn Broker>,
         watcher: Recipient<Watch>,
         metrics: Arc<Metrics>,
         coalesce: Duration,
+        reorder: Duration,
     ) -> Self {
         Hub {
             sessions: Map::default(),
@@ -158,6 +163,7 @@ impl Hub {
             watcher,
             metrics,
             coalescer: Coalescer::new(coalesce),
+            reorder: Reorder::new(reorder),
             closing: false,
         }
     }
@@ -178,6 +184,7 @@ impl Hub {
             if set.is_empty() {
                 self.channels.remove(channel);
                 self.coalescer.forget(channel);
+                self.reorder.forget(channel);
                 self.interest(channel, false);
             }
         }
@@ -269,19 +276,33 @@ impl Handler<Publish> for Hub {
         if !self.channels.contains_key(&msg.channel) {
             return;
         }
-        match self
-            .coalescer
-            .offer(&msg.channel, msg.frames, Instant::now())
-        {
-            Offer::Now(frames) => {
-                self.deliver(&msg.channel, frames, ctx);
+        match self.reorder.offer(&msg.channel, msg.frames, Instant::now()) {
+            reorder::Offer::Now(ready) => {
+                for frames in ready {
+                    self.dispatch(&msg.channel, frames, ctx);
+                }
                 self.metrics
                     .stages
                     .dispatch
                     .observe(msg.at.elapsed().as_secs_f64());
             }
+            reorder::Offer::Held(check) => {
+                self.metrics.reorder_held.inc();
+                if let Some(after) = check {
+                    self.check_reorder(msg.channel, after, ctx);
+                }
+            }
+        }
+    }
+}
+
+impl Hub {
+    /// In order from [`reorder`]: on to the subscribers, through coalescing.
+    fn dispatch(&mut self, channel: &Arc<str>, frames: Frames, ctx: &mut Context<Self>) {
+        match self.coalescer.offer(channel, frames, Instant::now()) {
+            Offer::Now(frames) => self.deliver(channel, frames, ctx),
             Offer::Held(Some(after)) => {
-                let channel = msg.channel;
+                let channel = channel.clone();
                 ctx.run_later(after, move |hub, ctx| {
                     if let Some(frames) = hub.coalescer.flush(&channel, Instant::now()) {
                         hub.deliver(&channel, frames, ctx);
@@ -291,9 +312,24 @@ impl Handler<Publish> for Hub {
             Offer::Held(None) => {}
         }
     }
-}
 
-impl Hub {
+    /// The reorder window of `channel` ends: what waited for a hole that
+    /// did not fill goes out, and the sessions read the hole themselves.
+    fn check_reorder(&mut self, channel: Arc<str>, after: Duration, ctx: &mut Context<Self>) {
+        ctx.run_later(after, move |hub, ctx| {
+            let (ready, again) = hub.reorder.due(&channel, Instant::now());
+            if !ready.is_empty() {
+                hub.metrics.reorder_expired.inc();
+            }
+            for frames in ready {
+                hub.dispatch(&channel, frames, ctx);
+            }
+            if let Some(after) = again {
+                hub.check_reorder(channel, after, ctx);
+            }
+        });
+    }
+
     /// Hands `frames` to every local subscriber of `channel`.
     fn deliver(&mut self, channel: &Arc<str>, frames: Frames, ctx: &mut Context<Self>) {
         let Some(subscribers) = self.channels.get(channel) else {
@@ -331,7 +367,12 @@ impl Hub {
 
 impl Handler<Resync> for Hub {
     type Result = ();
-    fn handle(&mut self, _: Resync, _: &mut Context<Self>) {
+    fn handle(&mut self, _: Resync, ctx: &mut Context<Self>) {
+        // Frames held for a hole go out first; the sessions then read
+        // whatever is missing.
+        for (channel, frames) in self.reorder.reset() {
+            self.dispatch(&channel, frames, ctx);
+        }
         for entry in self.sessions.values() {
             let _ = entry.peer.resync.try_send(Resync);
         }
@@ -342,7 +383,11 @@ impl Handler<Shutdown> for Hub {
     type Result = usize;
     fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) -> usize {
         self.closing = true;
-        // Frames held by coalescing go out before the close frames.
+        // Frames held for a hole or by coalescing go out before the close
+        // frames.
+        for (channel, frames) in self.reorder.reset() {
+            self.dispatch(&channel, frames, ctx);
+        }
         for (channel, frames) in self.coalescer.flush_all(Instant::now()) {
             self.deliver(&channel, frames, ctx);
         }
@@ -362,5 +407,101 @@ impl Handler<Counts> for Hub {
             subscriptions: self.channels.values().map(HashMap::len).sum(),
             slow_consumers: self.metrics.slow_consumers.get(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::Outbound;
+    use std::sync::Mutex;
+
+    /// Records what the hub hands a session.
+    #[derive(Default)]
+    struct Recorder(Arc<Mutex<Vec<i64>>>);
+    impl Actor for Recorder {
+        type Context = Context<Self>;
+    }
+    impl Handler<Deliver> for Recorder {
+        type Result = ();
+        fn handle(&mut self, msg: Deliver, _: &mut Context<Self>) {
+            let mut seen = self.0.lock().unwrap();
+            seen.extend(msg.frames.iter().map(|f| f.seq));
+        }
+    }
+    impl Handler<Close> for Recorder {
+        type Result = ();
+        fn handle(&mut self, _: Close, _: &mut Context<Self>) {}
+    }
+    impl Handler<Resync> for Recorder {
+        type Result = ();
+        fn handle(&mut self, _: Resync, _: &mut Context<Self>) {}
+    }
+    impl Handler<Watch> for Recorder {
+        type Result = ();
+        fn handle(&mut self, _: Watch, _: &mut Context<Self>) {}
+    }
+
+    struct NoBroker;
+    impl Broker for NoBroker {
+        fn publish(&self, _: &str, _: Frames) {}
+        fn name(&self) -> &'static str {
+            "none"
+        }
+    }
+
+    fn publish(channel: &Arc<str>, seqs: &[i64]) -> Publish {
+        let frames: Frames = seqs
+            .iter()
+            .map(|&seq| Outbound {
+                seq,
+                text: seq.to_string().into(),
+            })
+            .collect();
+        Publish::new(channel.clone(), frames)
+    }
+
+    #[actix_web::test]
+    async fn frames_past_a_hole_reach_sessions_in_order_or_after_the_window() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let session = Recorder(seen.clone()).start();
+        let metrics = Arc::new(Metrics::new());
+        let window = Duration::from_millis(40);
+        let hub = Hub::new(
+            Arc::new(NoBroker),
+            session.clone().recipient(),
+            metrics.clone(),
+            Duration::ZERO,
+            window,
+        )
+        .start();
+        let id: SessionId = "s_test".into();
+        let channel: Arc<str> = "feed:demo".into();
+        hub.do_send(Connect {
+            session: id.clone(),
+            peer: Peer {
+                deliver: session.clone().recipient(),
+                close: session.clone().recipient(),
+                resync: session.clone().recipient(),
+                outbox: Arc::new(Outbox::new(100, 1 << 20)),
+                socket: Arc::new(Socket::new(None)),
+            },
+        });
+        hub.do_send(Subscribe {
+            session: id,
+            channel: channel.clone(),
+        });
+        // 2 (relayed) comes after 3 (local): the session still gets 1, 2, 3.
+        for seqs in [&[1][..], &[3], &[2]] {
+            hub.do_send(publish(&channel, seqs));
+        }
+        // 5 waits for 4, which never comes: it goes out when the window ends.
+        hub.send(publish(&channel, &[5])).await.unwrap();
+        actix::clock::sleep(Duration::from_millis(10)).await;
+        assert_eq!(*seen.lock().unwrap(), [1, 2, 3]);
+        actix::clock::sleep(window * 2).await;
+        assert_eq!(*seen.lock().unwrap(), [1, 2, 3, 5]);
+        assert_eq!(metrics.reorder_held.get(), 2);
+        assert_eq!(metrics.reorder_expired.get(), 1);
     }
 }

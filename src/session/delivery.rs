@@ -139,6 +139,7 @@ impl Handler<Deliver> for WsSession {
         }
         let generation = sub.generation;
         if let Some(after) = gap_after {
+            self.state.metrics.gap_reads.inc();
             self.fetch_page(msg.channel, generation, after, ctx);
         }
     }

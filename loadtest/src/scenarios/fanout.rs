@@ -12,6 +12,7 @@ use crate::stages::{self, Stage};
 use crate::swarm::{tally, Delivery, Swarm, SwarmSpec};
 use crate::target::{run_id, Target};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -87,7 +88,18 @@ pub struct FanoutReport {
     pub loadtest_cpu_s: Option<f64>,
     /// The hubs' own stage histograms over the run (empty: no `/metrics`).
     pub stages: Vec<Stage>,
+    /// Over the run, added up over the hubs: how often sessions read a hole
+    /// in their live frames from PostgreSQL, and how often a hub held
+    /// frames for a hole instead (`None`: no `/metrics`).
+    pub hub_counters: Option<BTreeMap<String, f64>>,
 }
+
+/// The hub counters [`FanoutReport::hub_counters`] follows.
+const COUNTERS: [&str; 3] = [
+    "pulsehub_gap_reads_total",
+    "pulsehub_reorder_held_total",
+    "pulsehub_reorder_expired_total",
+];
 
 /// Runs the scenario; `Err` only when it cannot run at all.
 pub async fn run(target: Arc<Target>, opts: &FanoutOpts) -> anyhow::Result<FanoutReport> {
@@ -137,6 +149,7 @@ pub async fn run(target: Arc<Target>, opts: &FanoutOpts) -> anyhow::Result<Fanou
     let own = [std::process::id()];
     let own_before = measure::cpu_seconds(&own);
     let stages_before = stages::snapshot(&target).await;
+    let counters_before = measure::hub_counters(&target, &COUNTERS).await;
     let publisher = tokio::spawn(publisher::run(target.clone(), plan));
     let publish = swarm.deliver_until(publisher, &bar).await?;
     swarm
@@ -151,6 +164,21 @@ pub async fn run(target: Arc<Target>, opts: &FanoutOpts) -> anyhow::Result<Fanou
     let stages = match (stages_before, stages::snapshot(&target).await) {
         (Some(before), Some(after)) => after.since(&before),
         _ => Vec::new(),
+    };
+    let hub_counters = match (
+        counters_before,
+        measure::hub_counters(&target, &COUNTERS).await,
+    ) {
+        (Some(before), Some(after)) => Some(
+            after
+                .into_iter()
+                .map(|(name, v)| {
+                    let was = before.get(&name).copied().unwrap_or(0.0);
+                    (name, v - was)
+                })
+                .collect(),
+        ),
+        _ => None,
     };
     let first_error = swarm.first_error().or(publish.first_error.clone());
     let state = swarm.state.clone();
@@ -189,6 +217,7 @@ pub async fn run(target: Arc<Target>, opts: &FanoutOpts) -> anyhow::Result<Fanou
         loadtest_rss_mb: measure::own_rss_bytes().unwrap_or(0) as f64 / 1048576.0,
         loadtest_cpu_s,
         stages,
+        hub_counters,
     })
 }
 
@@ -214,6 +243,15 @@ impl FanoutReport {
         }
         if !self.stages.is_empty() {
             t += &stages::lines(&self.stages);
+        }
+        if let Some(c) = &self.hub_counters {
+            let get = |n: &str| c.get(n).copied().unwrap_or(0.0);
+            t += &format!(
+                "holes in live frames: {:.0} page reads by sessions; {:.0} publishes held by a hub, {:.0} windows expired\n",
+                get(COUNTERS[0]),
+                get(COUNTERS[1]),
+                get(COUNTERS[2])
+            );
         }
         if let Some(e) = &self.first_error {
             t += &format!("first error        {e}\n");
